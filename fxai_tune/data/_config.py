@@ -1,0 +1,139 @@
+"""`DataConfig`: where the bars come from and how they are split and featurised."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fxai_tune.data._loaders import EPOCH_UNITS, FORMATS
+from fxai_tune.data._sample import SAMPLE_PRICE_SIDE
+from fxai_tune.data._synthetic import SyntheticConfig
+from fxai_tune.data._timeframes import parse_timeframe
+
+__all__ = ["PRICE_SIDES", "SOURCES", "DataConfig"]
+
+SOURCES = ("sample", "synthetic")
+"""Named sources; any other ``source`` is a file path."""
+
+PRICE_SIDES = ("ask", "bid", "mid")
+
+
+@dataclass
+class DataConfig:
+    """Market data settings (`DataManager`)."""
+
+    source: str = "sample"
+    """``"sample"`` (shipped EUR/USD 1h ASK bars of 2017), ``"synthetic"`` or a file path."""
+    format: str = "auto"
+    """File format: ``auto``, ``dukascopy``, ``histdata``, ``csv``, ``parquet`` or ``dbn``."""
+    columns: dict[str, str] | None = None
+    """CSV/Parquet column map, ours -> the file's (``{"timestamp": "Date", "close": "Last"}``)."""
+    timestamp_format: str | None = None
+    """strftime format of the file's timestamps, or s/ms/us/ns for epoch numbers; None infers."""
+    symbol: str = "EURUSD"
+    """Currency pair, e.g. ``EURUSD`` or ``USDJPY`` (sets the default pip size)."""
+    pip_size: float | None = None
+    """Price of one pip; None: 0.01 for JPY pairs, else 0.0001 (synthetic: its own pip_size)."""
+    price_side: str | None = None
+    """Quote of the prices: ``ask``, ``bid`` or ``mid``; None: ask (sample), mid (synthetic),
+    bid (files)."""
+    timeframe: str | None = None
+    """Base timeframe (``"1h"``); None detects it from the median bar spacing. A coarser one than
+    the data's resamples the bars."""
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    """Shares of the series for train, val and test (used unless split dates are set)."""
+    val_start: str | None = None
+    """First time of the validation split (UTC); set with ``test_start`` to split by date."""
+    test_start: str | None = None
+    """First time of the test split (UTC); set with ``val_start`` to split by date."""
+    volatility_window: int = 24
+    """Bars in the rolling volatility feature (per timeframe)."""
+    clip: float = 10.0
+    """Normalised features are clipped to [-clip, clip]."""
+    periods_per_year: float | None = None
+    """Base bars per trading year for annualising; None: 260 days x 24 h / bar length."""
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    """Generator settings when ``source == "synthetic"``."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.synthetic, Mapping):
+            self.synthetic = SyntheticConfig(**self.synthetic)
+        if not isinstance(self.synthetic, SyntheticConfig):
+            raise TypeError(f"synthetic must be a SyntheticConfig; got {type(self.synthetic)}")
+        if self.source not in SOURCES and not Path(self.source).is_file():
+            raise ValueError(
+                f"source must be one of {SOURCES} or an existing file; got source={self.source!r}"
+            )
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}; got format={self.format!r}")
+        if self.columns is not None:
+            self.columns = {str(k): str(v) for k, v in dict(self.columns).items()}
+        if self.timestamp_format is not None and not (
+            self.timestamp_format in EPOCH_UNITS or "%" in self.timestamp_format
+        ):
+            raise ValueError(
+                f"timestamp_format must be a strftime format (with %) or one of {EPOCH_UNITS}; "
+                f"got timestamp_format={self.timestamp_format!r}"
+            )
+        if self.pip_size is None:
+            if self.source == "synthetic":
+                self.pip_size = self.synthetic.pip_size
+            else:
+                self.pip_size = 0.01 if "JPY" in self.symbol.upper() else 0.0001
+        if not self.pip_size > 0:
+            raise ValueError(f"pip_size must be > 0; got pip_size={self.pip_size!r}")
+        if self.price_side is None:
+            sides = {"sample": SAMPLE_PRICE_SIDE, "synthetic": "mid"}
+            self.price_side = sides.get(self.source, "bid")
+        if self.price_side not in PRICE_SIDES:
+            raise ValueError(
+                f"price_side must be one of {PRICE_SIDES}; got price_side={self.price_side!r}"
+            )
+        if self.timeframe is not None:
+            parse_timeframe(self.timeframe)
+        fractions = tuple(float(f) for f in self.split_fractions)
+        self.split_fractions = fractions  # type: ignore[assignment]
+        if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1.0) > 1e-6:
+            raise ValueError(
+                "split_fractions must be three positive shares (train, val, test) summing to 1; "
+                f"got split_fractions={fractions!r}"
+            )
+        if (self.val_start is None) != (self.test_start is None):
+            raise ValueError(
+                "set both val_start and test_start to split by date, or neither; got "
+                f"val_start={self.val_start!r}, test_start={self.test_start!r}"
+            )
+        if self.val_start is not None:
+            try:
+                val, test = pd.Timestamp(self.val_start), pd.Timestamp(self.test_start)
+            except ValueError as err:
+                raise ValueError(
+                    f"val_start and test_start must be timestamps; got val_start="
+                    f"{self.val_start!r}, test_start={self.test_start!r}"
+                ) from err
+            if not val < test:
+                raise ValueError(
+                    f"val_start must come before test_start; got val_start={self.val_start!r}, "
+                    f"test_start={self.test_start!r}"
+                )
+        if self.volatility_window < 2:
+            raise ValueError(f"volatility_window must be >= 2; got {self.volatility_window=}")
+        if not self.clip > 0:
+            raise ValueError(f"clip must be > 0; got clip={self.clip!r}")
+        if self.periods_per_year is not None and not self.periods_per_year > 0:
+            raise ValueError(f"periods_per_year must be > 0 or None; got {self.periods_per_year=}")
+
+    @property
+    def split_by_date(self) -> bool:
+        """Whether the splits are cut at ``val_start`` / ``test_start`` rather than fractions."""
+        return self.val_start is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python copy, e.g. for logging hyperparameters."""
+        from dataclasses import asdict
+
+        return asdict(self)

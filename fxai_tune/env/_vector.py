@@ -1,0 +1,105 @@
+"""`VectorTradingEnv`: N FX accounts stepped by one numpy call, same-step autoreset."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from fxai_tune.data._market import MarketData
+from fxai_tune.env._config import EnvConfig
+from fxai_tune.env._engine import TradingEngine
+from fxai_tune.env._reward import REWARD_COMPONENTS
+from fxai_tune.env._spaces import observation_space
+
+__all__ = ["VectorTradingEnv"]
+
+
+class VectorTradingEnv(VectorEnv):
+    """``num_envs`` independent `TradingEnvironment` accounts on one split, batched.
+
+    Sub-env ``i`` of an env reset with ``seed=s`` draws from its own generator seeded ``s + i``,
+    so it follows exactly the trajectory of a single `TradingEnvironment` reset with ``s + i``
+    and given the same actions.
+
+    Autoreset is ``SAME_STEP``: when env ``i`` ends, row ``i`` of the returned observation is
+    already its reset observation; ``infos["final_obs"]`` holds the final observations (valid
+    where ``infos["_final_obs"]`` is True) and ``infos["episode"]`` the episode statistics (valid
+    where ``infos["_episode"]``). ``infos["reward_components"]``, ``infos["equity"]`` and
+    ``infos["position"]`` describe the step just taken, before any reset.
+
+    Args:
+        market: Prices and features of the split.
+        num_envs: Number of accounts.
+        config: Environment configuration (default ``EnvConfig()``).
+    """
+
+    metadata: dict[str, Any] = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(self, market: MarketData, *, num_envs: int = 8,
+                 config: EnvConfig | None = None) -> None:
+        self.config = EnvConfig() if config is None else config
+        self.engine = TradingEngine(market, self.config, num_envs)
+        self.num_envs = num_envs
+        self.single_observation_space = observation_space(self.engine.tables)
+        self.single_action_space = spaces.Discrete(self.config.n_actions)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._all_true = np.ones(num_envs, dtype=bool)
+
+    @property
+    def difficulty(self) -> float:
+        """Current difficulty level in [0, 1]."""
+        return self.engine.difficulty
+
+    def set_difficulty(self, level: float) -> None:
+        """Ease (level < 1) or restore (1.0) every sub-env; see ``TradingEngine``."""
+        self.engine.set_difficulty(level)
+
+    def get_state(self) -> dict[str, Any]:
+        """Deep copy of every account, episode, RNG and the difficulty."""
+        return self.engine.get_state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`get_state` snapshot; the envs then continue the same trajectories."""
+        self.engine.set_state(state)
+
+    def reset(self, *, seed: int | Sequence[int | None] | None = None,
+              options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict]:
+        """Reset every sub-env; ``seed=s`` seeds sub-env ``i`` with ``s + i`` (a list gives one
+        seed per sub-env)."""
+        if seed is not None:
+            seeds = ([seed + i for i in range(self.num_envs)] if isinstance(seed, int)
+                     else list(seed))
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"seed must be an int or {self.num_envs} seeds, got {seed=}")
+            for i, s in enumerate(seeds):
+                if s is not None:
+                    self.engine.rngs[i] = np.random.default_rng(s)
+            self._np_random_seed = seeds[0]
+        return self.engine.reset(), {}
+
+    def step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray,
+                                                np.ndarray, dict[str, Any]]:
+        """Step every sub-env with ``actions`` (``(num_envs,)`` ints); see the class docstring."""
+        res = self.engine.step(actions, autoreset=True)
+        infos: dict[str, Any] = {
+            "reward_components": dict(zip(REWARD_COMPONENTS, res.components, strict=True)),
+            "_reward_components": self._all_true,
+            "equity": res.equity,
+            "_equity": self._all_true,
+            "position": res.position,
+            "_position": self._all_true,
+        }
+        if res.episode is not None:
+            mask = np.zeros(self.num_envs, dtype=bool)
+            mask[res.done] = True
+            infos["episode"] = res.episode
+            infos["_episode"] = mask
+            infos["final_obs"] = res.final_obs
+            infos["_final_obs"] = mask
+        return res.obs, res.reward, res.terminated, res.truncated, infos

@@ -1,0 +1,10 @@
+"""Policy networks: `MultiBranchTransformer` for timeframe windows, `MLPPolicy` for ``Box``."""
+
+from __future__ import annotations
+
+from fxai_tune.model._config import ModelConfig
+from fxai_tune.model._factory import build_policy
+from fxai_tune.model._mlp import MLPPolicy
+from fxai_tune.model._transformer import AttentionPool, MultiBranchTransformer
+
+__all__ = ["AttentionPool", "MLPPolicy", "ModelConfig", "MultiBranchTransformer", "build_policy"]

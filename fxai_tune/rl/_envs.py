@@ -1,0 +1,66 @@
+"""Building the vector environments a run trains and validates on."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gymnasium as gym
+from gymnasium.vector import AutoresetMode
+from gymnasium.wrappers.vector import RecordEpisodeStatistics
+
+from fxai_tune.data import DataManager
+from fxai_tune.env import VectorTradingEnv
+from fxai_tune.rl._config import TrainConfig
+
+__all__ = ["SPLITS", "make_data_manager", "make_vector_env"]
+
+SPLITS = ("train", "val", "test")
+
+
+def make_data_manager(config: TrainConfig) -> DataManager:
+    """Load the market data once for every env of a run."""
+    return DataManager(config.data, windows=config.env.windows)
+
+
+def make_vector_env(
+    config: TrainConfig,
+    split: str,
+    *,
+    num_envs: int,
+    data: DataManager | None = None,
+) -> gym.vector.VectorEnv:
+    """A vector env with same-step autoreset for ``split`` of the configured market.
+
+    Training envs start episodes at random windows of the train split; validation and test
+    envs make deterministic full passes. With ``config.env_id`` set, a registered gymnasium
+    env is used instead (its "splits" differ only by seed, chosen by the caller).
+
+    Args:
+        config: The run's configuration.
+        split: "train", "val" or "test" ("test" only for the final report).
+        num_envs: Number of parallel environments.
+        data: Already loaded market data (FX env); loaded from ``config.data`` if None.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if config.env_id is not None:
+        try:
+            env = gym.make_vec(
+                config.env_id,
+                num_envs=num_envs,
+                vectorization_mode="sync",
+                vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+            )
+        except gym.error.Error as error:
+            raise ValueError(f"env_id={config.env_id!r} cannot be made: {error}") from None
+        if not isinstance(env.single_action_space, gym.spaces.Discrete):
+            raise ValueError(
+                f"env_id={config.env_id!r} has action space {env.single_action_space}; "
+                "only Discrete action spaces are supported"
+            )
+        return RecordEpisodeStatistics(env)
+    data = data if data is not None else make_data_manager(config)
+    market = data.test_market() if split == "test" else data.market(split)
+    mode = "random" if split == "train" else "sequential"
+    env_config = dataclasses.replace(config.env, mode=mode)
+    return VectorTradingEnv(market, num_envs=num_envs, config=env_config)

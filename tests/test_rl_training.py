@@ -1,0 +1,173 @@
+"""Real Lightning training runs on tiny budgets: metrics, resume, curriculum, failures."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from _rl_fixtures import tiny_fx_config
+
+from fxai_tune.rl import (
+    build_train_config,
+    final_report,
+    make_vector_env,
+    policy_actions,
+    resume_training,
+    run_episodes,
+    train,
+)
+
+TRAIN_KEYS = (
+    "train/policy_loss",
+    "train/value_loss",
+    "train/entropy",
+    "train/total_loss",
+    "train/approx_kl",
+    "train/clip_fraction",
+    "train/explained_variance",
+    "train/learning_rate",
+)
+VAL_KEYS = ("val/episode_reward", "val/total_return", "val/sharpe", "val/max_drawdown", "val/trades")
+
+
+def test_training_logs_the_guide_metric_keys(tmp_path):
+    run = train(tiny_fx_config(tmp_path))
+    metrics = run.trainer.callback_metrics
+    for key in TRAIN_KEYS + VAL_KEYS:
+        assert key in metrics, f"{key} missing; logged: {sorted(metrics)}"
+        assert torch.isfinite(metrics[key])
+    assert any(key.startswith("reward/") for key in metrics)
+    assert any(key.startswith("episode/") for key in metrics)
+    assert run.datamodule.env_steps == 4 * 4 * 32
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    csv = (tmp_path / "csv" / "metrics.csv").read_text()
+    assert "val/episode_reward" in csv
+
+
+class _StopAfter(pl.Callback):
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True
+
+
+def test_resumed_run_continues_bit_for_bit(tmp_path):
+    straight = train(tiny_fx_config(tmp_path / "straight"))
+
+    stopped = train(tiny_fx_config(tmp_path / "split"), extra_callbacks=[_StopAfter(2)])
+    assert stopped.datamodule.env_steps == 2 * 4 * 32  # really stopped halfway
+    resumed = resume_training(tmp_path / "split")
+
+    assert resumed.datamodule.env_steps == straight.datamodule.env_steps
+    assert resumed.trainer.current_epoch == straight.trainer.current_epoch
+    for (name, a), (_, b) in zip(
+        straight.module.state_dict().items(), resumed.module.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), f"{name} differs after resume"
+
+
+def test_curriculum_promotes_when_threshold_reached(tmp_path):
+    stages = [
+        {"name": "easy", "difficulty": 0.2, "promotion_threshold": -1e9},
+        {"name": "mid", "difficulty": 0.5, "promotion_threshold": -1e9},
+        {"name": "full", "difficulty": 1.0, "promotion_threshold": None},
+    ]
+    run = train(
+        tiny_fx_config(tmp_path / "promote", curriculum={"enabled": True, "stages": stages})
+    )
+    assert float(run.trainer.callback_metrics["curriculum/stage"]) == 2.0
+    assert run.datamodule.difficulty == 1.0
+
+    unreachable = [dict(s, promotion_threshold=1e9) for s in stages[:2]] + [stages[2]]
+    run = train(
+        tiny_fx_config(tmp_path / "stay", curriculum={"enabled": True, "stages": unreachable})
+    )
+    assert float(run.trainer.callback_metrics["curriculum/stage"]) == 0.0
+    assert run.datamodule.difficulty == 0.2
+
+
+class _NaNAfterTen(gym.Env):
+    """A Box env whose observations turn NaN after ten steps."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        value = np.nan if self.t > 10 else 0.0
+        return np.full(3, value, np.float32), 0.0, False, self.t >= 50, {}
+
+
+def test_non_finite_observation_stops_the_run_naming_it(tmp_path):
+    gym.register("FxaiTestNaN-v0", entry_point=_NaNAfterTen)
+    config = build_train_config(
+        {
+            "env_id": "FxaiTestNaN-v0",
+            "run_dir": str(tmp_path),
+            "ppo": {"n_envs": 2, "n_steps": 16, "batch_size": 32, "total_timesteps": 64},
+            "trainer": {"accelerator": "cpu", "enable_progress_bar": False},
+        }
+    )
+    with pytest.raises(FloatingPointError, match=r"observation at index \(0, 0\) = nan"):
+        train(config, loggers=False)
+
+
+def test_final_report_compares_agent_with_baselines_on_test_split(tmp_path):
+    run = train(tiny_fx_config(tmp_path))
+    table = final_report(run)
+    assert set(table) == {"agent", "buy_and_hold", "flat", "random"}
+    assert table["flat"]["total_return"] == 0.0
+    assert table["flat"]["trades"] == 0
+    assert table["buy_and_hold"]["trades"] >= 1
+    assert (tmp_path / "report.json").is_file()
+    assert (tmp_path / "equity_test.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_cartpole_reaches_475_within_100k_steps_in_two_of_three_seeds(tmp_path):
+    """rl-zoo's CartPole-v1 PPO settings through the generic gymnasium path."""
+    scores = []
+    for seed in range(3):
+        config = build_train_config(
+            {
+                "seed": seed,
+                "env_id": "CartPole-v1",
+                "run_dir": str(tmp_path / f"seed{seed}"),
+                "model": {"mlp_hidden": [64, 64]},
+                "ppo": {
+                    "n_envs": 8,
+                    "n_steps": 32,
+                    "batch_size": 256,
+                    "n_epochs": 20,
+                    "learning_rate": 1e-3,
+                    "lr_schedule": "linear",
+                    "gamma": 0.98,
+                    "gae_lambda": 0.8,
+                    "clip_coef": 0.2,
+                    "anneal_clip": True,
+                    "ent_coef": 0.0,
+                    "total_timesteps": 100_000,
+                },
+                "trainer": {
+                    "accelerator": "cpu",
+                    "val_every_n_iterations": 1000,
+                    "val_episodes": 10,
+                    "enable_progress_bar": False,
+                },
+            }
+        )
+        run = train(config, loggers=False, checkpointing=False)
+        assert run.datamodule.env_steps <= 100_000
+        env = make_vector_env(config, "test", num_envs=10)
+        results = run_episodes(env, policy_actions(run.module.policy, run.module.device), seed=99)
+        scores.append(float(np.mean([r.stats.get("reward", 0.0) for r in results])))
+    assert sum(score >= 475 for score in scores) >= 2, scores
