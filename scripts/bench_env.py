@@ -14,46 +14,20 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from collections.abc import Callable
 
 import numpy as np
 
-from fxai_tune.data._market import MarketData
-from fxai_tune.env import EnvConfig, VectorTradingEnv
+from fxai_tune.data import DataConfig, DataManager, MarketData
+from fxai_tune.env import EnvConfig, TradingEnvironment, VectorTradingEnv
 
 WINDOWS = {"1h": 64, "4h": 32, "1d": 8}
 
 
-def load_market() -> tuple[MarketData, str]:
-    """The default training split through `DataManager`, or a stand-in while it is missing."""
-    try:
-        from fxai_tune.data import DataConfig, DataManager
-    except ImportError:
-        return _standin_market(), "stand-in MarketData (8 features) built from gym-anytrading CSV"
-    return (DataManager(DataConfig(), windows=WINDOWS).market("train"),
-            "DataManager(DataConfig()).market('train')")
-
-
-def _standin_market() -> MarketData:
-    """EUR/USD 2017 1h ASK bars with 8 numpy features per timeframe (4h, 1d: fixed blocks)."""
-    from gym_anytrading.datasets import FOREX_EURUSD_1H_ASK as df
-
-    o, h, l, c = (df[k].to_numpy(np.float64) for k in ("Open", "High", "Low", "Close"))
-    n = len(c)
-    rng = np.random.default_rng(0)
-    features, last_complete = {}, {}
-    for tf, size in (("1h", 1), ("4h", 4), ("1d", 24)):
-        features[tf] = rng.standard_normal((n // size, 8)).astype(np.float32)
-        last_complete[tf] = np.minimum((np.arange(n) + 1) // size - 1, n // size - 1)
-    ts = np.datetime64("2017-01-01T22:00", "ns") + np.arange(n) * np.timedelta64(1, "h")
-    logret = np.diff(np.log(c), prepend=np.log(c[0]))
-    vol = np.sqrt(np.convolve(logret**2, np.ones(24) / 24)[:n])
-    return MarketData(
-        name="train", timestamps=ts, open=o, high=h, low=l, close=c, price_side="ask",
-        spread=None, hour_of_day=((np.arange(n) + 22) % 24).astype(np.int8), features=features,
-        last_complete=last_complete, feature_names=tuple(f"f{i}" for i in range(8)),
-        base_timeframe="1h", start=0, end=int(0.7 * n), pip_size=1e-4, periods_per_year=6240.0,
-        volatility=vol)
+def load_market() -> MarketData:
+    """The training split of the default data set (the shipped EUR/USD sample)."""
+    return DataManager(DataConfig(), windows=WINDOWS).market("train")
 
 
 def _timed(run: Callable[[int], None], seconds: float) -> float:
@@ -78,11 +52,27 @@ def bench_vector(market: MarketData, num_envs: int, seconds: float) -> float:
     return num_envs * _timed(run, seconds)
 
 
+def bench_single(market: MarketData, seconds: float) -> float:
+    """Env steps/s of one `TradingEnvironment` (the engine with N=1), reset at episode ends."""
+    env = TradingEnvironment(market, config=EnvConfig(windows=dict(WINDOWS)))
+    env.reset(seed=0)
+    actions = np.random.default_rng(0).integers(0, env.action_space.n, 4096).tolist()
+
+    def run(k: int) -> None:
+        for a in actions[:256]:
+            _, _, terminated, truncated, _ = env.step(a)
+            if terminated or truncated:
+                env.reset()
+
+    return 256 * _timed(run, seconds)
+
+
 def bench_anytrading(seconds: float) -> float:
     """Env steps/s of ``gymnasium.make("forex-v0")`` (one env, its own EUR/USD 1h ASK data)."""
     import gym_anytrading  # noqa: F401  (registers forex-v0)
     import gymnasium as gym
 
+    warnings.filterwarnings("ignore", module="gymnasium")  # its checker's notes on forex-v0
     env = gym.make("forex-v0")
     env.reset(seed=0)
     actions = np.random.default_rng(0).integers(0, env.action_space.n, 4096).tolist()
@@ -101,10 +91,12 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=64, help="sub-envs of the vector env")
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per run")
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each env")
+    parser.add_argument("--scaling", type=int, nargs="*", default=[16, 256, 1024],
+                        help="other vector sizes to time once each (after the comparison)")
     args = parser.parse_args()
-    market, source = load_market()
-    print(f"market: {source}; {len(market.close)} bars, decisions in "
-          f"[{market.start}, {market.end - 1}), features per timeframe "
+    market = load_market()
+    print(f"market: DataManager(DataConfig()).market('train'), {len(market.close)} bars, "
+          f"decisions in [{market.start}, {market.end - 1}), features per timeframe "
           f"{ {tf: f.shape[1] for tf, f in market.features.items()} }")
     ours, theirs = [], []
     for _ in range(args.repeats):
@@ -113,9 +105,16 @@ def main() -> None:
     best_ours, best_theirs = max(ours), max(theirs)
     print(f"VectorTradingEnv x{args.num_envs}: {best_ours:,.0f} env steps/s "
           f"(runs: {', '.join(f'{x:,.0f}' for x in ours)})")
-    print(f"gym-anytrading forex-v0:   {best_theirs:,.0f} env steps/s "
+    print(f"gym-anytrading forex-v0: {best_theirs:,.0f} env steps/s "
           f"(runs: {', '.join(f'{x:,.0f}' for x in theirs)})")
     print(f"ratio (best / best): {best_ours / best_theirs:.1f}x  (target >= 10x)")
+    single = bench_single(market, args.seconds)
+    print(f"TradingEnvironment (single): {single:,.0f} env steps/s, "
+          f"{single / best_theirs:.2f}x forex-v0")
+    for n in args.scaling:
+        rate = bench_vector(market, n, args.seconds)
+        print(f"VectorTradingEnv x{n}: {rate:,.0f} env steps/s, "
+              f"{rate / best_theirs:.1f}x forex-v0, {1e6 * n / rate:.1f} us per vector step")
 
 
 if __name__ == "__main__":

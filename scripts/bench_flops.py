@@ -3,9 +3,10 @@
 Counts the FLOPs of one forward + backward (``torch.utils.flop_counter.FlopCounterMode``),
 times forward + backward + fused Adam step on a 256-sample minibatch, and compares the
 achieved FLOP/s with a plain matmul of the model's dominant GEMM shape timed in the same run
-(the feed-forward ``(256 * 64, 64) x (64, 128)``). Target: ratio >= 40%.
+(the feed-forward ``(256 * 64, 64) x (64, 128)``). Target: ratio >= 40%. For comparison the
+same model with PyTorch's stock ``nn.TransformerEncoderLayer`` forward is timed too.
 
-Usage: ``python scripts/bench_flops.py [--batch 256] [--repeats 7] [--markdown]``
+Usage: ``python scripts/bench_flops.py [--batch 256] [--repeats 9] [--markdown]``
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 
 import gymnasium as gym
 import torch
+from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from fxai_tune.model import ModelConfig, MultiBranchTransformer
@@ -32,35 +34,34 @@ SPACE = gym.spaces.Dict(
 N_ACTIONS = 3
 
 
-def _time(fn: Callable[[], object], *, repeats: int, min_seconds: float = 0.3) -> float:
-    """Median seconds per call over ``repeats`` blocks of calls lasting ``min_seconds`` each."""
+def _calls_per_block(fn: Callable[[], object], seconds: float) -> int:
     fn()
     start = time.perf_counter()
     fn()
-    per_call = max(time.perf_counter() - start, 1e-6)
-    calls = max(1, int(min_seconds / per_call))
-    blocks = []
+    return max(1, int(seconds / max(time.perf_counter() - start, 1e-6)))
+
+
+def _time_interleaved(
+    fns: dict[str, Callable[[], object]], *, repeats: int, seconds: float = 0.25
+) -> dict[str, list[float]]:
+    """Seconds per call of each function, one block of calls each in turn, ``repeats`` rounds.
+
+    Interleaving keeps the ratios fair when other processes load the (2-core) machine.
+    """
+    calls = {name: _calls_per_block(fn, seconds) for name, fn in fns.items()}
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        blocks.append((time.perf_counter() - start) / calls)
-    return statistics.median(blocks)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(calls[name]):
+                fn()
+            times[name].append((time.perf_counter() - start) / calls[name])
+    return times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=256, help="minibatch size")
-    parser.add_argument("--repeats", type=int, default=7, help="timing blocks (median taken)")
-    parser.add_argument("--markdown", action="store_true", help="also print a markdown table")
-    args = parser.parse_args()
-
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    batch = args.batch
-    model = MultiBranchTransformer(SPACE, N_ACTIONS, ModelConfig())
+def _update_fn(model: nn.Module, obs: dict[str, Tensor], batch: int) -> Callable[[], None]:
+    """One PPO minibatch update: forward, the PPO loss, backward, fused Adam step."""
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4, eps=1e-5, fused=True)
-    obs = {k: torch.randn(batch, *s.shape) for k, s in SPACE.spaces.items()}
     actions = torch.randint(N_ACTIONS, (batch,))
     old_log_prob = torch.full((batch,), -1.1)
     advantages, returns = torch.randn(batch), torch.randn(batch)
@@ -79,12 +80,34 @@ def main() -> None:
         loss.backward()
         optimizer.step()
 
-    def forward_only() -> None:
-        with torch.no_grad():
-            model(obs)
+    return update
 
-    counter = FlopCounterMode(display=False)
-    with counter:
+
+def _stock_copy(model: MultiBranchTransformer) -> MultiBranchTransformer:
+    """The same model running ``nn.TransformerEncoderLayer``'s own forward (MHA path)."""
+    stock = MultiBranchTransformer(SPACE, N_ACTIONS, ModelConfig())
+    stock.load_state_dict(model.state_dict())
+    for module in stock.modules():
+        if isinstance(module, nn.TransformerEncoderLayer):
+            module.__class__ = nn.TransformerEncoderLayer  # the subclass adds no state
+    return stock
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=256, help="minibatch size")
+    parser.add_argument("--repeats", type=int, default=9, help="timing rounds (median taken)")
+    parser.add_argument("--markdown", action="store_true", help="also print a markdown table")
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    batch = args.batch
+    model = MultiBranchTransformer(SPACE, N_ACTIONS, ModelConfig())
+    stock = _stock_copy(model)
+    obs = {k: torch.randn(batch, *s.shape) for k, s in SPACE.spaces.items()}
+
+    with FlopCounterMode(display=False) as counter:
         logits, values = model(obs)
         (logits.sum() + values.sum()).backward()
     model.zero_grad(set_to_none=True)
@@ -93,45 +116,62 @@ def main() -> None:
         model(obs)
     forward_flops = fwd_counter.get_total_flops()
 
+    def forward_only() -> None:
+        with torch.no_grad():
+            model(obs)
+
     # dominant GEMM: the feed-forward expansion of the longest branch, (B*64, 64) x (64, 128)
     a, b = torch.randn(batch * 64, 64), torch.randn(64, 128)
     out = torch.empty(batch * 64, 128)
     matmul_flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
     big_a, big_b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     big_out = torch.empty(1024, 1024)
+    flops = {
+        "update": update_flops,
+        "stock": update_flops,
+        "forward": forward_flops,
+        "matmul": matmul_flops,
+        "big": 2 * 1024**3,
+    }
 
-    update_s = _time(update, repeats=args.repeats)
-    forward_s = _time(forward_only, repeats=args.repeats)
-    matmul_s = _time(lambda: torch.mm(a, b, out=out), repeats=args.repeats)
-    big_s = _time(lambda: torch.mm(big_a, big_b, out=big_out), repeats=args.repeats)
-
-    update_rate = update_flops / update_s
-    forward_rate = forward_flops / forward_s
-    matmul_rate = matmul_flops / matmul_s
-    big_rate = 2 * 1024**3 / big_s
+    times = _time_interleaved(
+        {
+            "update": _update_fn(model, obs, batch),
+            "stock": _update_fn(stock, obs, batch),
+            "forward": forward_only,
+            "matmul": lambda: torch.mm(a, b, out=out),
+            "big": lambda: torch.mm(big_a, big_b, out=big_out),
+        },
+        repeats=args.repeats,
+    )
+    seconds = {k: statistics.median(v) for k, v in times.items()}
+    rate = {k: flops[k] / seconds[k] for k in flops}
+    # ratio to the matmul of the same round, median over rounds: robust to changing load
+    ratio = {
+        k: statistics.median(
+            (flops[k] / t) / (matmul_flops / m) for t, m in zip(times[k], times["matmul"])
+        )
+        for k in flops
+    }
+    rows = [
+        ("update", f"update: fwd + bwd + fused Adam, batch {batch}"),
+        ("stock", "same, stock nn.TransformerEncoderLayer forward"),
+        ("forward", "forward only, no grad"),
+        ("matmul", f"matmul {tuple(a.shape)} x {tuple(b.shape)}"),
+        ("big", "matmul 1024 x 1024 x 1024"),
+    ]
     n_params = sum(p.numel() for p in model.parameters())
     print(f"torch {torch.__version__}, 1 thread, batch {batch}, {n_params:,} parameters")
-    print(f"update (fwd+bwd+Adam): {update_flops / 1e9:.3f} GFLOP in {update_s * 1e3:.1f} ms "
-          f"= {update_rate / 1e9:.1f} GFLOP/s")
-    print(f"forward (no grad):     {forward_flops / 1e9:.3f} GFLOP in {forward_s * 1e3:.1f} ms "
-          f"= {forward_rate / 1e9:.1f} GFLOP/s")
-    print(f"matmul {tuple(a.shape)}x{tuple(b.shape)}: {matmul_s * 1e3:.2f} ms "
-          f"= {matmul_rate / 1e9:.1f} GFLOP/s")
-    print(f"matmul 1024^3 (peak reference): {big_rate / 1e9:.1f} GFLOP/s")
-    print(f"ratio update / matmul: {update_rate / matmul_rate:.0%} (target >= 40%)")
-    print(f"ratio forward / matmul: {forward_rate / matmul_rate:.0%}")
+    for key, label in rows:
+        print(f"{label:50s} {flops[key] / 1e9:7.3f} GFLOP {seconds[key] * 1e3:8.2f} ms "
+              f"{rate[key] / 1e9:6.1f} GFLOP/s {ratio[key]:5.0%} of matmul")
+    print(f"ratio update / matmul: {ratio['update']:.0%} (target >= 40%)")
     if args.markdown:
-        print()
-        print("| measurement | GFLOP | time (ms) | GFLOP/s | vs matmul |")
+        print("\n| measurement | GFLOP | time (ms) | GFLOP/s | vs matmul |")
         print("|---|---|---|---|---|")
-        print(f"| update: fwd + bwd + fused Adam, batch {batch} | {update_flops / 1e9:.3f} | "
-              f"{update_s * 1e3:.1f} | {update_rate / 1e9:.1f} | {update_rate / matmul_rate:.0%} |")
-        print(f"| forward only, no grad | {forward_flops / 1e9:.3f} | {forward_s * 1e3:.1f} | "
-              f"{forward_rate / 1e9:.1f} | {forward_rate / matmul_rate:.0%} |")
-        print(f"| matmul {tuple(a.shape)}x{tuple(b.shape)} | {matmul_flops / 1e9:.3f} | "
-              f"{matmul_s * 1e3:.2f} | {matmul_rate / 1e9:.1f} | 100% |")
-        print(f"| matmul 1024^3 | {2 * 1024**3 / 1e9:.3f} | {big_s * 1e3:.1f} | "
-              f"{big_rate / 1e9:.1f} | {big_rate / matmul_rate:.0%} |")
+        for key, label in rows:
+            print(f"| {label} | {flops[key] / 1e9:.3f} | {seconds[key] * 1e3:.1f} | "
+                  f"{rate[key] / 1e9:.1f} | {ratio[key]:.0%} |")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,12 @@ SMALL_WINDOWS = {"1h": 4, "2h": 2}
 """Observation windows for the tiny markets; the first decision bar with full windows is 3."""
 FIRST_BAR = 3
 
+# The hand-checked tiny series (ASK prices) of test_env_accounting and test_env_episodes.
+TINY_OPEN = [1.1000, 1.1005, 1.1012, 1.1022, 1.1010, 1.1035, 1.1045, 1.1038, 1.1065, 1.1075]
+TINY_CLOSE = [1.1000, 1.1010, 1.1020, 1.1015, 1.1030, 1.1050, 1.1040, 1.1060, 1.1070, 1.1080]
+SHORT, FLAT, LONG = 0, 1, 2
+"""Actions with the default ``position_sizes=[1.0]``."""
+
 
 def make_market(
     close: np.ndarray | list[float],
@@ -89,5 +95,6 @@ def small_config(*, cost: CostConfig | None = None, reward: RewardConfig | None 
     """`EnvConfig` for the tiny markets (sequential, zero costs unless given)."""
     kwargs.setdefault("mode", "sequential")
     kwargs.setdefault("curriculum", CurriculumEnvConfig(min_episode_length=1))
-    return EnvConfig(windows=dict(SMALL_WINDOWS), cost=cost or zero_cost(),
+    kwargs.setdefault("windows", dict(SMALL_WINDOWS))
+    return EnvConfig(cost=cost or zero_cost(),
                      reward=reward or RewardConfig(), **kwargs)

@@ -13,13 +13,12 @@ import math
 
 import numpy as np
 import pytest
+from _market_fixtures import FLAT, LONG, SHORT, make_market, small_config, zero_cost
+from _market_fixtures import TINY_CLOSE as CLOSE
+from _market_fixtures import TINY_OPEN as OPEN
 
-from _market_fixtures import make_market, small_config, zero_cost
 from fxai_tune.env import CostConfig, TradingEnvironment
 
-OPEN = [1.1000, 1.1005, 1.1012, 1.1022, 1.1010, 1.1035, 1.1045, 1.1038, 1.1065, 1.1075]
-CLOSE = [1.1000, 1.1010, 1.1020, 1.1015, 1.1030, 1.1050, 1.1040, 1.1060, 1.1070, 1.1080]
-SHORT, FLAT, LONG = 0, 1, 2
 LOT = 100_000.0
 E0 = 100_000.0
 

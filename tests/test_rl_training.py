@@ -72,22 +72,21 @@ def test_resumed_run_continues_bit_for_bit(tmp_path):
 
 def test_curriculum_promotes_when_threshold_reached(tmp_path):
     stages = [
-        {"name": "easy", "difficulty": 0.2, "promotion_threshold": -1e9},
-        {"name": "mid", "difficulty": 0.5, "promotion_threshold": -1e9},
-        {"name": "full", "difficulty": 1.0, "promotion_threshold": None},
+        {"name": "easy", "difficulty": 0.2},
+        {"name": "mid", "difficulty": 0.5},
+        {"name": "full", "difficulty": 1.0},
     ]
-    run = train(
-        tiny_fx_config(tmp_path / "promote", curriculum={"enabled": True, "stages": stages})
-    )
+    curriculum = {"enabled": True, "stages": stages, "promotion_threshold": -1e9}
+    run = train(tiny_fx_config(tmp_path / "promote", curriculum=curriculum))
     assert float(run.trainer.callback_metrics["curriculum/stage"]) == 2.0
     assert run.datamodule.difficulty == 1.0
+    assert run.datamodule.env.difficulty == 1.0
 
-    unreachable = [dict(s, promotion_threshold=1e9) for s in stages[:2]] + [stages[2]]
-    run = train(
-        tiny_fx_config(tmp_path / "stay", curriculum={"enabled": True, "stages": unreachable})
-    )
+    curriculum["promotion_threshold"] = 1e9
+    run = train(tiny_fx_config(tmp_path / "stay", curriculum=curriculum))
     assert float(run.trainer.callback_metrics["curriculum/stage"]) == 0.0
     assert run.datamodule.difficulty == 0.2
+    assert run.datamodule.env.difficulty == 0.2
 
 
 class _NaNAfterTen(gym.Env):

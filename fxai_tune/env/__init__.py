@@ -5,13 +5,21 @@ Public names:
 - `TradingEnvironment`: one account as a `gymnasium.Env` (passes ``check_env``).
 - `VectorTradingEnv`: N accounts stepped by one numpy call (`gymnasium.vector.VectorEnv`,
   same-step autoreset).
-- `EnvConfig`, `CostConfig`, `RewardConfig`, `CurriculumEnvConfig`: typed configuration.
+- `EnvConfig`, `CostConfig`, `RewardConfig`, `RewardWeights`, `CurriculumEnvConfig`: typed configuration.
 - `RewardSystem`, `REWARD_COMPONENTS`, `differential_sharpe`: the reward components.
+- `TradingEngine`: the batched numpy core both envs wrap; `EPISODE_KEYS` and
+  `PORTFOLIO_FEATURES` name the episode statistics and the portfolio branch's columns.
 """
 
 from __future__ import annotations
 
-from fxai_tune.env._config import CostConfig, CurriculumEnvConfig, EnvConfig, RewardConfig
+from fxai_tune.env._config import (
+    CostConfig,
+    CurriculumEnvConfig,
+    EnvConfig,
+    RewardConfig,
+    RewardWeights,
+)
 from fxai_tune.env._engine import EPISODE_KEYS, TradingEngine
 from fxai_tune.env._reward import REWARD_COMPONENTS, RewardSystem, differential_sharpe
 from fxai_tune.env._single import TradingEnvironment
@@ -26,6 +34,7 @@ __all__ = [
     "CurriculumEnvConfig",
     "EnvConfig",
     "RewardConfig",
+    "RewardWeights",
     "RewardSystem",
     "TradingEngine",
     "TradingEnvironment",

@@ -7,7 +7,7 @@ the bad value and what is allowed, so a bad Hydra override fails where it enters
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = ["CostConfig", "CurriculumEnvConfig", "EnvConfig", "RewardConfig"]
@@ -58,8 +58,8 @@ class CostConfig:
     spread: float = 0.8
     """Bid/ask spread in ``unit``; half of it is paid per unit traded on each side."""
     spread_from_data: bool = False
-    """Use the per-bar ``MarketData.spread`` array (price units) instead of ``spread``; the rollover
-    multiplier is then not applied (the data's spread already holds the widening)."""
+    """Use the per-bar ``MarketData.spread`` array (price units) instead of ``spread``; the
+    rollover multiplier is then not applied (the data's spread already holds the widening)."""
     rollover_multiplier: float = 3.0
     """Factor that widens the configured spread during ``rollover_hours`` (daily roll)."""
     rollover_hours: list[int] = field(default_factory=lambda: [21, 22])
@@ -67,7 +67,8 @@ class CostConfig:
     slippage: float = 0.1
     """Adverse fill price move per unit traded, in ``unit``, paid on every change of position."""
     commission_per_lot: float = 0.0
-    """Commission per side per lot (``EnvConfig.lot_size`` units), in the account (quote) currency."""
+    """Commission per side per lot (``EnvConfig.lot_size`` units), in the account currency
+    (= the quote currency)."""
 
     def __post_init__(self) -> None:
         owner = "CostConfig"
@@ -94,8 +95,8 @@ class CostConfig:
 
 
 @dataclass
-class RewardConfig:
-    """Weights of the named reward components; reward = ``scale`` x sum(weight x component).
+class RewardWeights:
+    """Weight of each named reward component (all >= 0).
 
     Components (raw values are logged in ``info["reward_components"]``): ``pnl`` (log return of
     equity before costs), ``transaction_cost`` (log factor of the costs, <= 0), ``drawdown``
@@ -117,6 +118,19 @@ class RewardConfig:
     """Weight of the holding penalty (-1 per step in a position beyond ``max_holding``)."""
     differential_sharpe: float = 0.0
     """Weight of the differential Sharpe ratio of the net log return."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, _check_finite("RewardWeights", f.name,
+                                                getattr(self, f.name), low=0.0))
+
+
+@dataclass
+class RewardConfig:
+    """Reward = ``scale`` x sum(weight x component), see `RewardWeights` for the components."""
+
+    weights: RewardWeights = field(default_factory=RewardWeights)
+    """Weight of each component."""
     scale: float = 100.0
     """Global factor multiplying the weighted sum (log returns per hour are ~1e-4)."""
     dsr_eta: float = 0.01
@@ -128,9 +142,8 @@ class RewardConfig:
 
     def __post_init__(self) -> None:
         owner = "RewardConfig"
-        for name in ("pnl", "transaction_cost", "drawdown", "inactivity", "holding",
-                     "differential_sharpe"):
-            setattr(self, name, _check_finite(owner, name, getattr(self, name), low=0.0))
+        if isinstance(self.weights, dict):
+            self.weights = RewardWeights(**self.weights)
         self.scale = _check_finite(owner, "scale", self.scale, low=0.0, low_open=True)
         self.dsr_eta = _check_finite(owner, "dsr_eta", self.dsr_eta, low=0.0, low_open=True,
                                      high=1.0)
@@ -152,7 +165,8 @@ class CurriculumEnvConfig:
     min_cost_scale: float = 0.0
     """Factor on all transaction costs at difficulty 0 (1.0 at difficulty 1)."""
     min_episode_length: int = 168
-    """Episode length (steps, ``"random"`` mode) at difficulty 0."""
+    """Episode length (steps, ``"random"`` mode) at difficulty 0, capped at
+    ``EnvConfig.episode_length``."""
     min_volatility_quantile: float = 0.5
     """At difficulty 0 random starts are drawn among bars whose ``MarketData.volatility`` is at or
     below this quantile of the split's candidate starts; the quantile rises to 1.0 (every start)
@@ -236,11 +250,6 @@ class EnvConfig:
                 setattr(self, name, cls(**value))
             elif not isinstance(value, cls):
                 raise TypeError(f"{owner}.{name} must be a {cls.__name__}, got {name}={value!r}")
-        if self.curriculum.min_episode_length > self.episode_length:
-            raise ValueError(
-                f"{owner}.curriculum.min_episode_length must be <= episode_length="
-                f"{self.episode_length}, got "
-                f"min_episode_length={self.curriculum.min_episode_length!r}")
 
     @property
     def n_actions(self) -> int:

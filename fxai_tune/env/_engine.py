@@ -34,7 +34,8 @@ EPISODE_KEYS = ("reward", "length", "trades", "wins", "losses", "total_return", 
 """Keys of the episode statistics reported at the end of every episode."""
 
 # Rows of the transition table, column a_old * n_actions + a_new. Rows 0-4 are multiplied by
-# the bar rows [gap, body, unit_cost, unit_cost, unit_cost].
+# the bar rows [gap, body, unit_cost, unit_cost, unit_cost]; rows 5-6 and 7-8 update the
+# [flat, hold] counters in one call each (hence the same-side flag twice).
 (_POS_OLD, _POS_NEW, _ABS_DELTA, _CLOSE_UNITS, _TP_COST_UNITS, _ONE, _SAME_SIDE, _FLAT, _IN_POS,
  _CHANGED, _CLOSED, _SAME_SIDE2, _POS_FRAC) = range(13)
 _N_TRANSITION_ROWS = 13
@@ -93,7 +94,6 @@ class TradingEngine:
         self.n_actions = config.n_actions
         self.flat_action = len(config.position_sizes)
         self.targets = np.array(config.target_lots(), dtype=np.float64) * config.lot_size
-        self._action_ids = np.arange(self.n_actions, dtype=np.intp)
         self._trans = self._transition_table()
         base = self.tables.bars
         self._bars_base = np.ascontiguousarray(
@@ -164,8 +164,9 @@ class TradingEngine:
         self.cost_scale = cur.min_cost_scale + (1.0 - cur.min_cost_scale) * level
         self._bars = self._bars_base.copy()
         self._bars[2:] *= self.cost_scale
-        self.episode_length = int(round(
-            cur.min_episode_length + (self.config.episode_length - cur.min_episode_length) * level))
+        full = self.config.episode_length
+        shortest = min(cur.min_episode_length, full)
+        self.episode_length = round(shortest + (full - shortest) * level)
         tables = self.tables
         hi = max(tables.first, tables.last - self.episode_length)
         starts = np.arange(tables.first, hi + 1, dtype=np.intp)
@@ -255,15 +256,12 @@ class TradingEngine:
             autoreset: Reset envs whose episode ends (their ``obs`` rows become reset
                 observations and ``final_obs`` holds the final ones).
         """
-        try:
-            a = np.asarray(actions, dtype=np.intp)
-            # Negative actions view as huge unsigned ints, so take() rejects them too.
-            a = self._action_ids.take(a.view(np.uintp))
-        except (IndexError, TypeError, ValueError) as err:
+        a = np.asarray(actions, dtype=np.intp)
+        # Negative actions view as huge unsigned ints: one comparison catches both ends.
+        if a.shape != (self.num_envs,) or np.count_nonzero(
+                np.greater_equal(a.view(np.uintp), self.n_actions)):
             raise ValueError(f"actions must be {self.num_envs} ints in [0, {self.n_actions}), "
-                             f"got {actions!r}") from err
-        if a.shape != (self.num_envs,):
-            raise ValueError(f"actions must have shape ({self.num_envs},), got {a.shape}")
+                             f"got {actions!r}")
         tr = self._trans.take(self._act_a + a, axis=1)
         prod = tr[:5] * self._bars.take(self._t, axis=1)
         old_pnl, new_pnl, cost, close_cost, tp_cost = prod
@@ -313,8 +311,8 @@ class TradingEngine:
         obs = self.tables.gather_windows(t)
         port = np.empty((self.num_envs, 4), dtype=np.float32)
         port[:, 0] = tr[_POS_FRAC]
-        port[:, 1] = tp / equity
-        port[:, 2] = cnt[1] * self._inv_time_scale
+        np.divide(tp, equity, out=port[:, 1])
+        np.multiply(cnt[1], self._inv_time_scale, out=port[:, 2])
         port[:, 3] = dd[1]
         obs["portfolio"] = port
 

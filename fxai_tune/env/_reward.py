@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fxai_tune.env._config import RewardConfig
+from fxai_tune.env._config import RewardConfig, RewardWeights
 
 __all__ = ["REWARD_COMPONENTS", "RewardSystem", "differential_sharpe"]
 
@@ -23,6 +23,7 @@ REWARD_COMPONENTS = (
 DSR_REL_EPS = 1e-9
 # Floor of the variance before the power 3/2 so masked-out entries stay finite.
 _VAR_FLOOR = 1e-150
+_NUM_WEIGHTS = np.array([1.0, -0.5])
 # Smallest equity ratio taken to the log, so a blow-up past zero equity stays finite.
 _MIN_RATIO = 1e-12
 
@@ -80,7 +81,7 @@ class RewardSystem:
 
     Example:
         >>> import numpy as np
-        >>> rs = RewardSystem(RewardConfig(drawdown=0.0))
+        >>> rs = RewardSystem(RewardConfig(weights=RewardWeights(drawdown=0.0)))
         >>> comps, a, b = rs.components(
         ...     equity_old=np.array([100.0]), gross=np.array([1.0]), cost=np.array([0.0]),
         ...     dd_old=np.zeros(1), dd_new=np.zeros(1), flat_steps=np.zeros(1),
@@ -93,7 +94,7 @@ class RewardSystem:
 
     def __init__(self, config: RewardConfig) -> None:
         self.config = config
-        self.weights = np.array([getattr(config, name) for name in REWARD_COMPONENTS],
+        self.weights = np.array([getattr(config.weights, name) for name in REWARD_COMPONENTS],
                                 dtype=np.float64)
         self._scaled_weights = config.scale * self.weights
         self._thresholds = np.array([[config.inactivity_after], [config.max_holding]],
@@ -164,8 +165,7 @@ class RewardSystem:
         var = a * a
         np.subtract(b, var, out=var)
         ok = var > DSR_REL_EPS * b
-        num = x[1] * -0.5
-        num += x[0]
+        num = np.dot(_NUM_WEIGHTS, x)  # B dA - A dB / 2
         np.maximum(var, _VAR_FLOOR, out=var)
         np.power(var, 1.5, out=var)
         np.divide(num, var, out=out[5])

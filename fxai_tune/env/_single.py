@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -41,7 +41,7 @@ class TradingEnvironment(gym.Env[dict[str, np.ndarray], np.int64]):
         >>> obs, reward, terminated, truncated, info = env.step(2)  # long 1 lot  # doctest: +SKIP
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(self, market: MarketData, *, config: EnvConfig | None = None,
                  render_mode: str | None = None) -> None:

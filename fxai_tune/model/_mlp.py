@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor, nn
 
 from fxai_tune.model._config import ModelConfig
@@ -48,6 +47,7 @@ class MLPPolicy(nn.Module):
         config: Network sizes (``mlp_hidden``, ``activation``, ``ortho_init``).
 
     Example:
+        >>> import torch
         >>> policy = MLPPolicy(4, 2, ModelConfig())
         >>> logits, value = policy(torch.zeros(3, 4))
         >>> tuple(logits.shape), tuple(value.shape)

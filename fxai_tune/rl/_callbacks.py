@@ -112,10 +112,9 @@ class CurriculumLearningCallback(Callback):
             available = sorted(pl_module.last_val_metrics)
             raise KeyError(f"curriculum monitors {self.monitor!r}; logged metrics: {available}")
         self.validations_in_stage += 1
-        threshold = self.config.stages[self.stage].promotion_threshold
+        threshold = self.config.threshold(self.stage)
         if (
             threshold is not None
-            and self.stage + 1 < len(self.config.stages)
             and self.validations_in_stage >= self.config.min_validations_per_stage
             and float(value) >= threshold
         ):

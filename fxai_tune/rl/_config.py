@@ -119,7 +119,7 @@ class CurriculumStage:
     difficulty: float = 1.0
     """Environment difficulty in [0, 1] (1 = the configured costs and episodes)."""
     promotion_threshold: float | None = None
-    """`val/episode_reward` at which the next stage starts; None = final stage."""
+    """`val/episode_reward` that promotes to the next stage; None = the curriculum's."""
 
 
 @dataclass
@@ -130,12 +130,14 @@ class CurriculumConfig:
     """Use the stages below; when False the env stays at difficulty 1."""
     stages: list[CurriculumStage] = field(
         default_factory=lambda: [
-            CurriculumStage(name="easy", difficulty=0.25, promotion_threshold=0.0),
-            CurriculumStage(name="medium", difficulty=0.6, promotion_threshold=0.0),
-            CurriculumStage(name="full", difficulty=1.0, promotion_threshold=None),
+            CurriculumStage(name="easy", difficulty=0.25),
+            CurriculumStage(name="medium", difficulty=0.6),
+            CurriculumStage(name="full", difficulty=1.0),
         ]
     )
-    """Stages in order of difficulty."""
+    """Stages in order of difficulty; the last one is never left."""
+    promotion_threshold: float = 0.0
+    """`val/episode_reward` that promotes a stage without a threshold of its own."""
     min_validations_per_stage: int = 1
     """Validations a stage must last before it can be promoted."""
 
@@ -144,6 +146,13 @@ class CurriculumConfig:
             raise ValueError("curriculum.stages is empty; give at least one stage")
         for i, stage in enumerate(self.stages):
             _check_range(f"curriculum.stages[{i}].difficulty", stage.difficulty, 0.0, 1.0)
+
+    def threshold(self, stage: int) -> float | None:
+        """Promotion threshold of stage ``stage``; None for the last stage."""
+        if stage + 1 >= len(self.stages):
+            return None
+        own = self.stages[stage].promotion_threshold
+        return self.promotion_threshold if own is None else own
         if self.min_validations_per_stage < 1:
             raise ValueError(
                 "curriculum.min_validations_per_stage must be >= 1, "

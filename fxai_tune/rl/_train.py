@@ -45,6 +45,11 @@ def resolve_precision(precision: str) -> str:
     return "32-true"
 
 
+def resolve_devices(devices: str) -> str | int:
+    """Lightning devices: "auto", a count ("1") or a list of indices ("0,1")."""
+    return int(devices) if devices.strip().isdigit() else devices
+
+
 @dataclass
 class TrainingRun:
     """The objects of one run, built but not yet fitted."""
@@ -125,7 +130,7 @@ def build_training(
     callbacks.extend(extra_callbacks or [])
     trainer = pl.Trainer(
         accelerator=config.trainer.accelerator,
-        devices=config.trainer.devices,
+        devices=resolve_devices(config.trainer.devices),
         strategy=config.trainer.strategy,
         precision=resolve_precision(config.trainer.precision),
         max_epochs=config.ppo.n_iterations,
@@ -156,9 +161,12 @@ def train(
     extra_callbacks: list[Callback] | None = None,
     ckpt_path: str | Path | None = None,
     loggers: bool = True,
+    checkpointing: bool = True,
 ) -> TrainingRun:
-    """Build and fit a run (continuing from ``ckpt_path`` if given)."""
-    run = build_training(config, extra_callbacks=extra_callbacks, loggers=loggers)
+    """Build and fit a run (continuing from ``ckpt_path`` if given); see `build_training`."""
+    run = build_training(
+        config, extra_callbacks=extra_callbacks, loggers=loggers, checkpointing=checkpointing
+    )
     run.trainer.fit(
         run.module,
         datamodule=run.datamodule,

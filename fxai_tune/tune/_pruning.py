@@ -1,0 +1,91 @@
+"""`OptunaPruningCallback`: reports validation reward to a trial and prunes it when told."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+from typing_extensions import override
+
+__all__ = ["OptunaPruningCallback", "ValidationHistory"]
+
+
+class ValidationHistory(Callback):
+    """Keeps every validation's metrics (``pl_module.last_val_metrics``) in order."""
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, float]] = []
+        self.env_steps: list[int] = []
+
+    @override
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self.history.append(dict(pl_module.last_val_metrics))
+        self.env_steps.append(int(trainer.datamodule.env_steps))
+
+
+class OptunaPruningCallback(Callback):
+    """Reports ``monitor`` to an Optuna trial at every validation and prunes on its verdict.
+
+    The step reported is the validation index (0, 1, 2 ...) or, with ``step="timesteps"``,
+    the env steps so far; either way several validations never share a step. Lightning's
+    sanity check is skipped. Under DDP only rank 0 talks to the storage; its decision is
+    broadcast so every rank stops together.
+
+    Args:
+        trial: The trial being trained.
+        monitor: Logged metric to report (the tuner's objective).
+        step: "validation" (index) or "timesteps".
+    """
+
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        monitor: str = "val/episode_reward",
+        *,
+        step: str = "validation",
+    ) -> None:
+        if step not in ("validation", "timesteps"):
+            raise ValueError(f"step must be 'validation' or 'timesteps', got {step=}")
+        self.trial = trial
+        self.monitor = monitor
+        self.step = step
+        self.validations = 0
+
+    @property
+    def state_key(self) -> str:
+        return f"OptunaPruningCallback[{self.monitor}]"
+
+    @override
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            raise KeyError(
+                f"pruning monitors {self.monitor!r}, which was not logged; "
+                f"logged metrics: {sorted(trainer.callback_metrics)}"
+            )
+        step = self.validations if self.step == "validation" else trainer.datamodule.env_steps
+        self.validations += 1
+        should_prune = False
+        if trainer.is_global_zero:
+            self.trial.report(float(value), step=int(step))
+            should_prune = self.trial.should_prune()
+        should_prune = trainer.strategy.broadcast(should_prune)
+        if should_prune:
+            raise optuna.TrialPruned(
+                f"pruned at validation {self.validations} (step {step}): "
+                f"{self.monitor}={float(value):.4g}"
+            )
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"validations": self.validations}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.validations = int(state_dict.get("validations", 0))

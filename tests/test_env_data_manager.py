@@ -1,0 +1,80 @@
+"""The environment on the shipped EUR/USD sample served by `DataManager`."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from fxai_tune.data import DataConfig, DataManager
+from fxai_tune.env import EnvConfig, TradingEnvironment, VectorTradingEnv, _tables
+
+WINDOWS = {"1h": 64, "4h": 32, "1d": 8}
+
+
+@pytest.fixture(scope="module")
+def data() -> DataManager:
+    return DataManager(DataConfig(), windows=WINDOWS)
+
+
+def test_env_on_the_training_split_passes_the_env_checker(data):
+    env = TradingEnvironment(data.market("train"), config=EnvConfig())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env)
+    unexpected = [str(w.message) for w in caught
+                  if "infinity" not in str(w.message) and "spec" not in str(w.message)]
+    assert unexpected == []
+    obs, _ = env.reset(seed=0)
+    assert {k: v.shape for k, v in obs.items()} == {
+        "1h": (64, 8), "4h": (32, 8), "1d": (8, 8), "portfolio": (4,)}
+
+
+def test_vector_env_runs_random_training_episodes(data):
+    market = data.market("train")
+    env = VectorTradingEnv(market, num_envs=8, config=EnvConfig(episode_length=100))
+    obs, _ = env.reset(seed=0)
+    actions = np.random.default_rng(0).integers(0, 3, (250, 8))
+    ended = 0
+    for a in actions:
+        obs, rewards, _, _, infos = env.step(a)
+        assert np.isfinite(rewards).all()
+        assert all(np.isfinite(v).all() for v in obs.values())
+        if "episode" in infos:
+            ended += int(infos["_episode"].sum())
+            lengths = infos["episode"]["length"][infos["_episode"]]
+            assert (lengths == 100).all()
+    assert ended == 16
+    assert ((env.engine.t >= market.start) & (env.engine.t < market.end)).all()
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_sequential_pass_covers_the_whole_evaluation_split(data, split):
+    market = data.market("val") if split == "val" else data.test_market()
+    env = TradingEnvironment(market, config=EnvConfig(mode="sequential"))
+    env.reset(seed=0)
+    assert env.engine.t[0] == market.start
+    steps, done = 0, False
+    while not done:
+        _, _, terminated, truncated, info = env.step(1)
+        steps += 1
+        done = terminated or truncated
+    assert truncated and info["episode"]["length"] == market.n_decisions == steps
+    assert info["episode"]["total_return"] == 0.0  # flat all along
+
+
+def test_row_gather_fallback_gives_the_same_windows(data, monkeypatch):
+    market = data.market("train")
+    fast = VectorTradingEnv(market, num_envs=4, config=EnvConfig())
+    monkeypatch.setattr(_tables, "MAX_WINDOW_CACHE_BYTES", 0)
+    slow = VectorTradingEnv(market, num_envs=4, config=EnvConfig())
+    assert slow.engine.tables.windows["1h"] is None
+    a, _ = fast.reset(seed=1)
+    b, _ = slow.reset(seed=1)
+    for actions in np.random.default_rng(1).integers(0, 3, (20, 4)):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+        a = fast.step(actions)[0]
+        b = slow.step(actions)[0]

@@ -1,0 +1,109 @@
+"""Gymnasium API conformance; the vector env equals N single envs stepped one by one."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from _market_fixtures import random_walk_market, small_config
+from gymnasium.utils.env_checker import check_env
+from gymnasium.vector import AutoresetMode
+
+from fxai_tune.env import EPISODE_KEYS, REWARD_COMPONENTS, TradingEnvironment, VectorTradingEnv
+
+# check_env warns about unbounded feature boxes and a missing spec; nothing else is expected.
+_ALLOWED_WARNINGS = ("infinity", "not having a spec")
+
+
+def _check_env_warnings(env: gym.Env) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env)
+    return [str(w.message) for w in caught
+            if not any(s in str(w.message) for s in _ALLOWED_WARNINGS)]
+
+
+@pytest.mark.parametrize("mode", ["random", "sequential"])
+def test_single_env_passes_the_gymnasium_env_checker(mode):
+    env = TradingEnvironment(random_walk_market(300),
+                             config=small_config(mode=mode, episode_length=20,
+                                                 position_sizes=[0.5, 1.0]))
+    assert _check_env_warnings(env) == []
+
+
+def test_vector_env_declares_same_step_autoreset_and_batched_spaces():
+    env = VectorTradingEnv(random_walk_market(300), num_envs=3, config=small_config())
+    assert env.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    assert env.action_space.shape == (3,)
+    assert env.observation_space["1h"].shape == (3, 4, 2)
+    assert env.observation_space["portfolio"].shape == (3, 4)
+    obs, _ = env.reset(seed=0)
+    assert obs in env.observation_space
+    obs, rewards, terminated, truncated, infos = env.step(env.action_space.sample())
+    assert obs in env.observation_space
+    assert rewards.shape == terminated.shape == truncated.shape == (3,)
+    assert list(infos["reward_components"]) == list(REWARD_COMPONENTS)
+    assert infos["_equity"].all()
+
+
+def test_vector_env_equals_n_single_envs_stepped_one_by_one():
+    market = random_walk_market(400, seed=11)
+    config = small_config(mode="random", episode_length=15, position_sizes=[0.5, 2.0])
+    n, seed = 4, 123
+    vec = VectorTradingEnv(market, num_envs=n, config=config)
+    singles = [TradingEnvironment(market, config=config) for _ in range(n)]
+    v_obs, _ = vec.reset(seed=seed)
+    s_obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(singles)]
+    actions = np.random.default_rng(0).integers(0, 5, (70, n))
+    episodes = 0
+
+    def assert_row(batched, i, single):
+        for k in single:
+            np.testing.assert_array_equal(batched[k][i], single[k], err_msg=k)
+
+    for i in range(n):
+        assert_row(v_obs, i, s_obs[i])
+    for step_actions in actions:
+        v_obs, v_rew, v_term, v_trunc, v_info = vec.step(step_actions)
+        for i, env in enumerate(singles):
+            obs, rew, term, trunc, info = env.step(step_actions[i])
+            assert (rew, term, trunc) == (v_rew[i], v_term[i], v_trunc[i])
+            assert info["equity"] == v_info["equity"][i]
+            for k in REWARD_COMPONENTS:
+                assert info["reward_components"][k] == v_info["reward_components"][k][i]
+            if term or trunc:
+                episodes += 1
+                assert v_info["_final_obs"][i] and v_info["_episode"][i]
+                assert_row(v_info["final_obs"], i, obs)
+                for k in EPISODE_KEYS:
+                    assert info["episode"][k] == v_info["episode"][k][i], k
+                obs, _ = env.reset()
+            else:
+                assert "episode" not in info
+                assert "_final_obs" not in v_info or not v_info["_final_obs"][i]
+            assert_row(v_obs, i, obs)
+    assert episodes >= 3 * n
+
+
+def test_steps_return_new_arrays_and_validate_actions():
+    env = VectorTradingEnv(random_walk_market(300), num_envs=2, config=small_config())
+    obs0, _ = env.reset(seed=0)
+    obs1, *_ = env.step(np.array([2, 0]))
+    obs2, *_ = env.step(np.array([2, 0]))
+    for k in obs0:
+        assert not np.shares_memory(obs1[k], obs2[k])
+        assert not np.shares_memory(obs0[k], obs1[k])
+    for bad in ([3, 0], [-1, 0], [0, 0, 0]):
+        with pytest.raises(ValueError, match="actions"):
+            env.step(np.array(bad))
+
+
+def test_single_env_rejects_render_modes_and_steps_before_reset():
+    market = random_walk_market(300)
+    with pytest.raises(ValueError, match="render_mode"):
+        TradingEnvironment(market, config=small_config(), render_mode="human")
+    env = TradingEnvironment(market, config=small_config())
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(1)
