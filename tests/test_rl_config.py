@@ -55,3 +55,14 @@ def test_override_without_equals_sign_is_rejected():
 def test_missing_file_is_reported(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_train_config(tmp_path / "nope.yaml")
+
+
+def test_a_given_mapping_replaces_a_dict_field_whole():
+    config = build_train_config({"env": {"windows": {"1h": 32, "4h": 8}}})
+    assert config.env.windows == {"1h": 32, "4h": 8}
+    assert build_train_config({}, ["env.windows={1h: 16}"]).env.windows == {"1h": 16}
+
+
+def test_a_dotted_key_override_changes_only_that_key():
+    windows = build_train_config({}, ["env.windows.1h=16"]).env.windows
+    assert windows == {**TrainConfig().env.windows, "1h": 16}

@@ -142,6 +142,249 @@ def train(
     )
 
 
+StudyOption = Annotated[
+    str, typer.Option("--study", "-s", help="Study name (studies/NAME.yaml) or YAML file.")
+]
+StorageOption = Annotated[
+    str | None,
+    typer.Option(help="Storage URL (sqlite:///, postgresql://, mysql://, journal:///FILE)."),
+]
+
+
+def _load_study(study: str, storage: str | None = None):  # noqa: ANN202 - lazy import
+    from fxai_tune.tune import StorageError, StudyError, load_study_config, mask_password
+
+    try:
+        config = load_study_config(study)
+        if storage is not None:
+            from fxai_tune.tune import make_storage
+
+            make_storage(storage)  # validate the URL before anything runs
+        return config
+    except (StudyError, StorageError) as error:
+        raise fail(mask_password(str(error))) from None
+
+
+def _open(config, storage: str | None):  # noqa: ANN001, ANN202
+    from fxai_tune.tune import open_study
+
+    return open_study(config, storage)
+
+
+@app.command()
+def run(
+    study: StudyOption,
+    n_trials: Annotated[int | None, typer.Option(help="Trial cap of the whole study.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds after which no new trial starts.")
+    ] = None,
+    storage: StorageOption = None,
+    workers: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
+    devices: Annotated[
+        str | None, typer.Option(help="GPU indices for the workers, e.g. 0,1 (default: all).")
+    ] = None,
+) -> None:
+    """Create or resume a study and run its trials with K workers, showing progress."""
+    from fxai_tune.tune import (
+        EXIT_FAILURE_RATE,
+        check_storage_for_workers,
+        launch_workers,
+        mask_password,
+        study_status,
+        watch,
+    )
+
+    if workers < 1:
+        raise fail(f"--workers must be >= 1, got {workers}")
+    if n_trials is not None and n_trials < 1:
+        raise fail(f"--n-trials must be >= 1, got {n_trials}")
+    device_list = None
+    if devices is not None:
+        device_list = [d.strip() for d in devices.split(",") if d.strip()]
+        if not device_list or not all(d.isdigit() for d in device_list):
+            raise fail(f"--devices must be comma-separated GPU indices like 0,1; got {devices!r}")
+    config = _load_study(study, storage)
+    url = storage or config.storage
+    cap = n_trials if n_trials is not None else config.n_trials
+    warning = check_storage_for_workers(url, workers)
+    if warning:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    optuna_study = _open(config, url)
+    console.print(
+        f"study [bold]{config.name}[/] on {mask_password(url)}: cap {cap} trials, "
+        f"{workers} worker(s); artifacts in {config.artifact_dir}",
+        highlight=False,
+    )
+    log_dir = Path(config.artifact_dir) / "logs"
+    started = launch_workers(
+        study,
+        workers=workers,
+        storage_url=url,
+        n_trials=cap,
+        timeout=timeout if timeout is not None else config.timeout,
+        devices=device_list,
+        log_dir=log_dir,
+    )
+    try:
+        codes = watch(optuna_study, started, n_trials=cap, console=console)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: running trials were recorded FAIL; rerun to continue")
+        raise typer.Exit(130) from None
+    _print_status(study_status(optuna_study))
+    if any(code == EXIT_FAILURE_RATE for code in codes):
+        reason = _last_line([w.log_path for w, c in zip(started, codes) if c == EXIT_FAILURE_RATE])
+        err_console.print(f"[bold red]error:[/] {reason}", highlight=False)
+        raise typer.Exit(EXIT_FAILURE_RATE)
+    if any(code != 0 for code in codes):
+        logs = ", ".join(str(w.log_path) for w, c in zip(started, codes) if c != 0)
+        err_console.print(f"[bold red]error:[/] a worker exited with an error; see {logs}")
+        raise typer.Exit(1)
+
+
+def _last_line(paths: list[Path]) -> str:
+    for path in paths:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        if lines:
+            return lines[-1]
+    return "failure rate exceeded"
+
+
+@app.command()
+def worker(
+    study: StudyOption,
+    storage: StorageOption = None,
+    n_trials: Annotated[int | None, typer.Option(help="Trial cap of the whole study.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Stop starting trials after S.")] = None,
+    accelerator: Annotated[str, typer.Option(help="cpu, gpu or auto.")] = "auto",
+    threads: Annotated[int | None, typer.Option(help="torch threads for this worker.")] = None,
+) -> None:
+    """Join a study as one worker (e.g. from another machine with a PostgreSQL storage)."""
+    from fxai_tune.tune import EXIT_FAILURE_RATE, FailureRateExceeded, run_worker
+
+    if accelerator not in ("cpu", "gpu", "cuda", "auto"):
+        raise fail(f"--accelerator must be one of cpu, gpu, cuda, auto; got {accelerator!r}")
+    config = _load_study(study, storage)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        counts = run_worker(
+            config,
+            n_trials=n_trials,
+            timeout=timeout,
+            storage_url=storage,
+            accelerator=accelerator,
+            torch_threads=threads,
+        )
+    except FailureRateExceeded as error:
+        err_console.print(str(error), highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FAILURE_RATE) from None
+    except KeyboardInterrupt:
+        err_console.print("interrupted: the running trial was recorded FAIL")
+        raise typer.Exit(130) from None
+    console.print(
+        f"worker done: {counts.complete} complete, {counts.pruned} pruned, "
+        f"{counts.failed} failed in the study"
+    )
+
+
+def _print_status(status: dict) -> None:
+    trials = status["trials"]
+    console.print(
+        f"study [bold]{status['study']}[/] ({', '.join(status['directions'])}): "
+        f"{trials['total']} trials: {trials['complete']} complete, {trials['pruned']} pruned, "
+        f"{trials['failed']} failed ({trials['retried']} retried), {trials['running']} running, "
+        f"{trials['waiting']} waiting",
+        highlight=False,
+    )
+    for best in status["best"]:
+        table = Table(title=f"best trial {best['number']}: values {best['values']}")
+        table.add_column("parameter")
+        table.add_column("value", justify="right")
+        for name, value in best["params"].items():
+            table.add_row(name, f"{value:.4g}" if isinstance(value, float) else str(value))
+        console.print(table)
+    if status["workers"]:
+        table = Table(title="workers")
+        for column in ("worker", "trials", "complete", "pruned", "failed", "running", "last"):
+            table.add_column(column)
+        for name, w in status["workers"].items():
+            table.add_row(
+                name,
+                *(str(w[k]) for k in ("trials", "complete", "pruned", "failed")),
+                ",".join(map(str, w["running"])) or "-",
+                w.get("last_finished", "-"),
+            )
+        console.print(table)
+    for failure in status["failures"][-5:]:
+        console.print(f"trial {failure['number']} failed: {failure['reason']}", highlight=False)
+
+
+@app.command()
+def status(
+    study: StudyOption,
+    storage: StorageOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Trials by state, best value and params, and per-worker activity."""
+    import json
+
+    from fxai_tune.tune import study_status
+
+    config = _load_study(study, storage)
+    summary = study_status(_open(config, storage))
+    if json_output:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_status(summary)
+
+
+@app.command("export-best")
+def export_best(
+    study: StudyOption,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Config YAML to write.")],
+    storage: StorageOption = None,
+) -> None:
+    """Write the best trial's complete training config (for `fxai-tune train --config`)."""
+    from fxai_tune.tune import export_best_config
+
+    config = _load_study(study, storage)
+    try:
+        trial, _ = export_best_config(_open(config, storage), output)
+    except ValueError as error:
+        raise fail(str(error)) from None
+    console.print(
+        f"wrote {output} from trial {trial.number} (values {trial.values}); "
+        f"train it with: fxai-tune train --config {output}",
+        highlight=False,
+    )
+
+
+@app.command()
+def dashboard(
+    study: StudyOption,
+    storage: StorageOption = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+) -> None:
+    """Serve optuna-dashboard on the study's storage with its artifacts."""
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna_dashboard import run_server
+
+    from fxai_tune.tune import make_storage, mask_password
+
+    config = _load_study(study, storage)
+    url = storage or config.storage
+    Path(config.artifact_dir).mkdir(parents=True, exist_ok=True)
+    console.print(
+        f"optuna-dashboard for {mask_password(url)} on http://{host}:{port}/", highlight=False
+    )
+    run_server(
+        make_storage(url),
+        host=host,
+        port=port,
+        artifact_store=FileSystemArtifactStore(str(config.artifact_dir)),
+    )
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -54,6 +54,9 @@ class MLPPolicy(nn.Module):
         ((3, 2), (3,))
     """
 
+    shares_trunk = False
+    """Separate actor and critic: run only the actor per rollout step."""
+
     def __init__(self, obs_dim: int, n_actions: int, config: ModelConfig) -> None:
         super().__init__()
         if obs_dim < 1 or n_actions < 1:

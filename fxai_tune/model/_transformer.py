@@ -237,6 +237,9 @@ class MultiBranchTransformer(nn.Module):
         ((2, 3), (2,))
     """
 
+    shares_trunk = True
+    """Actor and critic share the trunk: collect logits and values in one pass."""
+
     def __init__(
         self, observation_space: gym.spaces.Dict, n_actions: int, config: ModelConfig
     ) -> None:

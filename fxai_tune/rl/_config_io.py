@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fxai_tune.rl._config import TrainConfig
@@ -32,10 +32,16 @@ def build_train_config(
     schema = OmegaConf.structured(TrainConfig)
     try:
         merged = OmegaConf.merge(schema, values or {})
+        _replace_plain_dicts(merged, values or {})
         for override in overrides:
             if "=" not in override:
                 raise ConfigError(f"override {override!r} is not of the form key=value")
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([override]))
+            dotted = OmegaConf.from_dotlist([override])
+            merged = OmegaConf.merge(merged, dotted)
+            key = override.split("=", 1)[0].strip()
+            value = OmegaConf.select(dotted, key)
+            if isinstance(value, DictConfig):  # key={...}: the mapping replaces the field
+                OmegaConf.update(merged, key, OmegaConf.to_container(value), merge=False)
         config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
         raise ConfigError(_first_line(error)) from None
@@ -46,6 +52,23 @@ def build_train_config(
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"expected a TrainConfig, got {type(config).__name__}")
     return config
+
+
+def _replace_plain_dicts(merged: DictConfig, values: dict[str, Any], prefix: str = "") -> None:
+    """Make a given mapping replace a dict-typed field (e.g. ``env.windows``) whole.
+
+    OmegaConf merges mappings key by key, which would keep default timeframes that a config
+    left out; dataclass-typed sections still merge field by field.
+    """
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        node = OmegaConf.select(merged, path, throw_on_missing=False)
+        if not isinstance(value, dict) or not isinstance(node, DictConfig):
+            continue
+        if OmegaConf.get_type(node) is dict:
+            OmegaConf.update(merged, path, value, merge=False)
+        else:
+            _replace_plain_dicts(merged, value, f"{path}.")
 
 
 def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:

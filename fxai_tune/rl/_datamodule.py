@@ -112,51 +112,69 @@ class RLDataModule(pl.LightningDataModule):
     def collect_rollout(self, policy: torch.nn.Module) -> None:
         """Fill the buffer with ``n_steps`` steps of every env using ``policy``.
 
-        Per step only the actor runs and actions are sampled from its logits; values and
-        log-probs of the whole rollout are computed afterwards in one batched pass (the
-        parameters do not change in between, so the numbers are the same).
+        Actions are sampled from the logits directly. A policy with separate actor and critic
+        runs only the actor per step and the critic once over the whole rollout afterwards
+        (the parameters do not change in between, so the numbers are the same); a policy
+        whose heads share a trunk gives the values with the logits in the same pass.
         """
         buffer = self.buffer
         buffer.reset()
         was_training = policy.training
         policy.eval()
+        # a shared trunk gives values for free with the logits; separate nets run the critic
+        # once, batched, after the rollout
+        values_per_step = getattr(policy, "shares_trunk", False)
         obs = self._last_obs
+        step_rewards = np.zeros((buffer.n_steps, buffer.n_envs), dtype=np.float32)
+        step_terminated = np.zeros((buffer.n_steps, buffer.n_envs), dtype=np.float32)
+        step_truncated = np.zeros((buffer.n_steps, buffer.n_envs), dtype=np.float32)
         for step in range(buffer.n_steps):
             copy_observation_(index_observation(buffer.obs, step), obs)
-            logits = policy.actor_logits(obs)
-            probs = torch.softmax(logits.float(), dim=-1).cpu()
+            if values_per_step:
+                logits, values = policy(obs)
+                buffer.values[step] = values.float()
+            else:
+                logits = policy.actor_logits(obs)
+            log_probs = torch.log_softmax(logits.float(), dim=-1)
             try:
-                actions = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+                actions = torch.multinomial(
+                    log_probs.exp().cpu(), 1, generator=self.generator
+                ).squeeze(-1)
             except RuntimeError:  # NaN/inf probabilities: say where they came from
                 bad = first_non_finite(obs, "observation") or "policy logits"
                 raise FloatingPointError(
                     f"non-finite value at rollout step {step}: {bad}"
                 ) from None
             next_obs, rewards, terminated, truncated, info = self.env.step(actions.numpy())
-            buffer.actions[step] = actions.to(self.device)
-            buffer.rewards[step] = torch.as_tensor(rewards, dtype=torch.float32)
-            buffer.terminated[step] = torch.as_tensor(terminated, dtype=torch.float32)
-            buffer.truncated[step] = torch.as_tensor(truncated, dtype=torch.float32)
+            actions = actions.to(self.device)
+            buffer.actions[step] = actions
+            buffer.log_probs[step] = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+            # numpy rows now, one tensor conversion after the rollout
+            step_rewards[step] = rewards
+            step_terminated[step] = terminated
+            step_truncated[step] = truncated
             done = np.logical_or(terminated, truncated)
             if done.any():
                 self._store_final_observations(step, done, info)
             self._record_info(info)
             obs = to_tensor(next_obs, self.device)
         self._last_obs = _clone(obs)
+        buffer.rewards.copy_(torch.from_numpy(step_rewards))
+        buffer.terminated.copy_(torch.from_numpy(step_terminated))
+        buffer.truncated.copy_(torch.from_numpy(step_truncated))
         self.env_steps += buffer.size
         self._check_finite(buffer.obs)
 
-        flat_obs = flatten_observation(buffer.obs, buffer.size)
-        logits, values = _chunked_forward(policy, flat_obs, buffer.size)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-        chosen = log_probs.gather(-1, buffer.actions.reshape(-1, 1)).squeeze(-1)
-        last_values = policy.value(obs).float()
-        final_values = [policy.value(o).float() for _, _, o in buffer.final_observations]
+        if values_per_step:
+            values = buffer.values.clone()
+        else:
+            flat_obs = flatten_observation(buffer.obs, buffer.size)
+            values = _chunked_values(policy, flat_obs, buffer.size)
         buffer.finish(
-            values=values.float().reshape(buffer.n_steps, buffer.n_envs),
-            log_probs=chosen.reshape(buffer.n_steps, buffer.n_envs),
-            last_values=last_values,
-            final_values=final_values,
+            values=values.reshape(buffer.n_steps, buffer.n_envs),
+            log_probs=buffer.log_probs.clone(),
+            last_values=policy.value(obs).float(),
+            final_values=[policy.value(o).float() for _, _, o in buffer.final_observations],
             gamma=self.config.ppo.gamma,
             gae_lambda=self.config.ppo.gae_lambda,
         )
@@ -274,16 +292,11 @@ class RLDataModule(pl.LightningDataModule):
         self.env.close()
 
 
-def _chunked_forward(
-    policy: torch.nn.Module, obs: Observation, n: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    logits, values = [], []
+def _chunked_values(policy: torch.nn.Module, obs: Observation, n: int) -> torch.Tensor:
+    values = []
     for start in range(0, n, _EVAL_CHUNK):
-        chunk = index_observation(obs, slice(start, start + _EVAL_CHUNK))
-        chunk_logits, chunk_values = policy(chunk)
-        logits.append(chunk_logits)
-        values.append(chunk_values)
-    return torch.cat(logits), torch.cat(values)
+        values.append(policy.value(index_observation(obs, slice(start, start + _EVAL_CHUNK))))
+    return torch.cat(values).float()
 
 
 def _move(obs: Observation, device: torch.device) -> Observation:

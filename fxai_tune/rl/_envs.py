@@ -49,7 +49,8 @@ def make_vector_env(
                 config.env_id,
                 num_envs=num_envs,
                 vectorization_mode="sync",
-                vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+                # no deep copy of each batch: collection copies observations into the buffer
+                vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP, "copy": False},
             )
         except gym.error.Error as error:
             raise ValueError(f"env_id={config.env_id!r} cannot be made: {error}") from None

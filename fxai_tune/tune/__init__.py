@@ -2,6 +2,63 @@
 
 from __future__ import annotations
 
+from fxai_tune.tune._inspect import best_trials, export_best_config, study_status
+from fxai_tune.tune._launch import EXIT_FAILURE_RATE, launch_workers, plan_devices, watch
+from fxai_tune.tune._objective import TrialObjective, describe_failure
 from fxai_tune.tune._pruning import OptunaPruningCallback, ValidationHistory
+from fxai_tune.tune._runner import (
+    FailureRateExceeded,
+    StudyCounts,
+    count_trials,
+    open_study,
+    run_worker,
+    study_lock,
+)
+from fxai_tune.tune._space import SearchSpace, SpaceError, load_search_space
+from fxai_tune.tune._storage import (
+    StorageError,
+    check_storage_for_workers,
+    make_storage,
+    mask_password,
+    normalize_storage_url,
+)
+from fxai_tune.tune._study import (
+    StudyConfig,
+    StudyError,
+    load_study_config,
+    make_pruner,
+    make_sampler,
+)
 
-__all__ = ["OptunaPruningCallback", "ValidationHistory"]
+__all__ = [
+    "EXIT_FAILURE_RATE",
+    "FailureRateExceeded",
+    "OptunaPruningCallback",
+    "SearchSpace",
+    "SpaceError",
+    "StorageError",
+    "StudyConfig",
+    "StudyCounts",
+    "StudyError",
+    "TrialObjective",
+    "ValidationHistory",
+    "best_trials",
+    "check_storage_for_workers",
+    "count_trials",
+    "describe_failure",
+    "export_best_config",
+    "launch_workers",
+    "load_search_space",
+    "load_study_config",
+    "make_pruner",
+    "make_sampler",
+    "make_storage",
+    "mask_password",
+    "normalize_storage_url",
+    "open_study",
+    "plan_devices",
+    "run_worker",
+    "study_lock",
+    "study_status",
+    "watch",
+]

@@ -1,0 +1,108 @@
+"""Reading a study back: status summary, per-worker activity, best config export."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from fxai_tune.rl import TrainConfig, build_train_config, save_train_config
+from fxai_tune.tune._runner import count_trials
+
+__all__ = ["best_trials", "export_best_config", "study_status"]
+
+
+def best_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The best trial (one objective) or the Pareto front (several); [] when none completed."""
+    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        return []
+    if len(study.directions) == 1:
+        return [study.best_trial]
+    return list(study.best_trials)
+
+
+def study_status(study: optuna.Study) -> dict[str, Any]:
+    """Trials by state, best value and params, and what each worker did (JSON-ready)."""
+    trials = study.get_trials(deepcopy=False)
+    counts = count_trials(trials)
+    workers: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"trials": 0, "complete": 0, "pruned": 0, "failed": 0, "running": []}
+    )
+    for trial in trials:
+        worker = trial.user_attrs.get("worker")
+        if worker is None:
+            continue
+        entry = workers[worker]
+        entry["trials"] += 1
+        if trial.state == TrialState.COMPLETE:
+            entry["complete"] += 1
+        elif trial.state == TrialState.PRUNED:
+            entry["pruned"] += 1
+        elif trial.state == TrialState.FAIL:
+            entry["failed"] += 1
+        elif trial.state == TrialState.RUNNING:
+            entry["running"].append(trial.number)
+        if trial.datetime_complete is not None:
+            last = entry.get("last_finished")
+            finished = trial.datetime_complete.isoformat(timespec="seconds")
+            entry["last_finished"] = max(last, finished) if last else finished
+    best = [
+        {"number": t.number, "values": t.values, "params": t.params} for t in best_trials(study)
+    ]
+    failures = [
+        {"number": t.number, "reason": t.user_attrs.get("fail_reason", "stale heartbeat")}
+        for t in trials
+        if t.state == TrialState.FAIL
+    ]
+    return {
+        "study": study.study_name,
+        "directions": [d.name.lower() for d in study.directions],
+        "trials": {
+            "total": len(trials),
+            "complete": counts.complete,
+            "pruned": counts.pruned,
+            "failed": counts.failed,
+            "running": counts.running,
+            "waiting": counts.waiting,
+            "retried": counts.retried,
+        },
+        "best": best,
+        "failures": failures,
+        "workers": dict(workers),
+    }
+
+
+def export_best_config(
+    study: optuna.Study, path: str | Path, *, run_dir: str | None = None
+) -> tuple[FrozenTrial, TrainConfig]:
+    """Write the best trial's complete training config to ``path``.
+
+    The config is the one the trial trained (base config + sampled params, as recorded in
+    its ``config`` user attr), with a fresh run directory and the interactive trainer
+    settings a full run wants (progress bar, all devices, default threads).
+
+    Raises:
+        ValueError: When the study has no completed trial.
+    """
+    best = best_trials(study)
+    if not best:
+        raise ValueError(f"study {study.study_name!r} has no completed trial to export")
+    trial = best[0]
+    recorded = trial.user_attrs.get("config")
+    if recorded is None:
+        raise ValueError(f"trial {trial.number} recorded no config (not an fxai-tune trial?)")
+    config = build_train_config(recorded)
+    trainer = dataclasses.replace(
+        config.trainer, devices="auto", enable_progress_bar=True, torch_threads=None
+    )
+    config = dataclasses.replace(
+        config,
+        trainer=trainer,
+        run_dir=run_dir or f"runs/{study.study_name}-trial{trial.number}",
+    )
+    save_train_config(config, path)
+    return trial, config

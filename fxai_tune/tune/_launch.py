@@ -1,0 +1,142 @@
+"""Starting K worker processes on one study and watching them until they finish."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fxai_tune.tune._inspect import best_trials
+from fxai_tune.tune._runner import count_trials
+
+__all__ = ["EXIT_FAILURE_RATE", "WorkerProcess", "launch_workers", "plan_devices", "watch"]
+
+EXIT_FAILURE_RATE = 3
+
+
+@dataclass
+class WorkerProcess:
+    """A started worker: its process, device and log file."""
+
+    process: subprocess.Popen
+    device: str
+    log_path: Path
+
+
+def plan_devices(workers: int, devices: list[str] | None) -> list[str]:
+    """Device of each worker: GPU indices round-robin when GPUs exist, else "cpu"."""
+    if devices is None:
+        import torch
+
+        count = torch.cuda.device_count()
+        devices = [str(i) for i in range(count)] if count else None
+    if not devices:
+        return ["cpu"] * workers
+    return [devices[i % len(devices)] for i in range(workers)]
+
+
+def launch_workers(
+    study_ref: str,
+    *,
+    workers: int,
+    storage_url: str,
+    n_trials: int,
+    timeout: float | None,
+    devices: list[str] | None,
+    log_dir: Path,
+) -> list[WorkerProcess]:
+    """Start ``workers`` processes running ``fxai-tune worker`` on the same study.
+
+    A GPU worker sees only its device (``CUDA_VISIBLE_DEVICES``); a CPU worker runs one
+    torch thread, so K workers on K cores do not fight over them.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    started = []
+    for index, device in enumerate(plan_devices(workers, devices)):
+        env = dict(os.environ)
+        command = [
+            sys.executable,
+            "-m",
+            "fxai_tune.cli.main",
+            "worker",
+            "--study",
+            study_ref,
+            "--storage",
+            storage_url,
+            "--n-trials",
+            str(n_trials),
+        ]
+        if timeout is not None:
+            command += ["--timeout", str(timeout)]
+        if device == "cpu":
+            env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+            command += ["--accelerator", "cpu", "--threads", "1"]
+        else:
+            env["CUDA_VISIBLE_DEVICES"] = device
+            command += ["--accelerator", "gpu"]
+        log_path = log_dir / f"worker_{index}.log"
+        with open(log_path, "w") as log_file:
+            process = subprocess.Popen(  # noqa: S603 - our own module, no shell
+                command, env=env, stdout=log_file, stderr=subprocess.STDOUT
+            )
+        started.append(WorkerProcess(process, device, log_path))
+    return started
+
+
+def _describe(study: optuna.Study) -> str:
+    best = best_trials(study)
+    if not best:
+        return "best: -"
+    if len(best) == 1:
+        return f"best: {best[0].value:.4g} (trial {best[0].number})"
+    return f"Pareto front: {len(best)} trials"
+
+
+def watch(
+    study: optuna.Study, workers: list[WorkerProcess], *, n_trials: int, console: Console
+) -> list[int]:
+    """Show trials done/pruned/failed and the best value until every worker has exited.
+
+    Ctrl-C is passed on to the workers, which record their running trial FAIL and stop.
+    Returns the workers' exit codes.
+    """
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(study.study_name, total=n_trials, detail="starting")
+        try:
+            while any(w.process.poll() is None for w in workers):
+                _update(progress, task, study)
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            for worker in workers:
+                if worker.process.poll() is None:
+                    worker.process.send_signal(signal.SIGINT)
+            for worker in workers:
+                worker.process.wait()
+            raise
+        finally:
+            _update(progress, task, study)
+    return [w.process.returncode for w in workers]
+
+
+def _update(progress: Progress, task: int, study: optuna.Study) -> None:
+    counts = count_trials(study.get_trials(deepcopy=False))
+    detail = (
+        f"complete {counts.complete}  pruned {counts.pruned}  failed {counts.failed}  "
+        f"running {counts.running}  {_describe(study)}"
+    )
+    progress.update(task, completed=counts.finished, detail=detail)

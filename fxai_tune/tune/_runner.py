@@ -1,0 +1,252 @@
+"""Running a study: workers on one shared storage, an exact trial cap, failure limits.
+
+Several workers (processes here, or on other machines with a PostgreSQL/MySQL storage) call
+`run_worker` on the same study. Each trial is started under a short study-wide lock that
+checks the cap first, so the study ends with exactly ``n_trials`` trials however many workers
+race for the last one; the lock is released as soon as the trial exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.study import MaxTrialsCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from fxai_tune.tune._objective import TrialObjective
+from fxai_tune.tune._storage import (
+    journal_path,
+    make_storage,
+    normalize_storage_url,
+    storage_backend,
+)
+from fxai_tune.tune._study import StudyConfig
+
+__all__ = [
+    "FailureRateExceeded",
+    "StudyCounts",
+    "count_trials",
+    "open_study",
+    "run_worker",
+    "study_lock",
+]
+
+log = logging.getLogger(__name__)
+
+# The failure-rate limit applies once this many trials have finished.
+MIN_FINISHED_FOR_FAILURE_RATE = 3
+
+
+class FailureRateExceeded(RuntimeError):
+    """Too many trials failed; the study was stopped."""
+
+
+def open_study(config: StudyConfig, storage_url: str | None = None) -> optuna.Study:
+    """Create the study, or load it if it exists (rerunning a command continues it)."""
+    from fxai_tune.tune._study import make_pruner, make_sampler
+
+    storage = make_storage(
+        storage_url or config.storage,
+        heartbeat_interval=config.heartbeat_interval,
+        grace_period=config.grace_period,
+    )
+    return optuna.create_study(
+        study_name=config.name,
+        storage=storage,
+        sampler=make_sampler(config.sampler),
+        pruner=make_pruner(config.pruner),
+        directions=list(config.directions),
+        load_if_exists=True,
+    )
+
+
+@dataclass
+class StudyCounts:
+    """Trials of a study by state; ``counted`` is what the trial cap compares with."""
+
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    waiting: int = 0
+    retried: int = 0
+
+    @property
+    def counted(self) -> int:
+        """Trials toward the cap: a failed trial replaced by its retry counts once."""
+        return self.complete + self.pruned + self.failed + self.running + self.waiting - self.retried
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned + self.failed - self.retried
+
+
+def count_trials(trials: list[FrozenTrial]) -> StudyCounts:
+    """Count ``trials`` by state, discounting failed trials that a retry replaced."""
+    counts = StudyCounts()
+    replaced = set()
+    for trial in trials:
+        history = trial.system_attrs.get("retry_history")
+        if history:
+            replaced.add(history[-1])
+    for trial in trials:
+        if trial.state == TrialState.COMPLETE:
+            counts.complete += 1
+        elif trial.state == TrialState.PRUNED:
+            counts.pruned += 1
+        elif trial.state == TrialState.FAIL:
+            counts.failed += 1
+            counts.retried += trial.number in replaced
+        elif trial.state == TrialState.RUNNING:
+            counts.running += 1
+        elif trial.state == TrialState.WAITING:
+            counts.waiting += 1
+    return counts
+
+
+@contextlib.contextmanager
+def study_lock(storage_url: str, study_name: str) -> Iterator[Callable[[], None]]:
+    """A study-wide mutual-exclusion lock; yields a function that releases it early.
+
+    PostgreSQL and MySQL storages use a database advisory lock, so workers on different
+    machines exclude each other; file storages (SQLite, journal) lock a file beside them.
+    """
+    key = int.from_bytes(hashlib.sha1(study_name.encode()).digest()[:7], "big")
+    released = False
+    backend = storage_backend(storage_url)
+    if backend in ("postgresql", "mysql"):
+        import sqlalchemy
+        import sqlalchemy.pool
+
+        engine = sqlalchemy.create_engine(
+            normalize_storage_url(storage_url), poolclass=sqlalchemy.pool.NullPool
+        )
+        connection = engine.connect()
+        postgres = backend == "postgresql"
+        if postgres:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        else:
+            connection.execute(sqlalchemy.text("SELECT GET_LOCK(:k, 86400)"), {"k": f"fxai{key}"})
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            if postgres:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            else:
+                connection.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:k)"), {"k": f"fxai{key}"})
+            connection.close()
+            engine.dispose()
+
+    else:
+        lock_path = _lock_file(storage_url, study_name)
+        handle = open(lock_path, "a+")  # noqa: SIM115 - closed by release()
+        fcntl.flock(handle, fcntl.LOCK_EX)
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.close()
+
+    try:
+        yield release
+    finally:
+        release()
+
+
+def _lock_file(storage_url: str, study_name: str) -> Path:
+    journal = journal_path(storage_url)
+    if journal is not None:
+        base = Path(journal)
+    elif storage_url.startswith("sqlite:///"):
+        base = Path(storage_url.removeprefix("sqlite:///"))
+    else:  # e.g. in-memory SQLite: a lock in the working directory
+        base = Path.cwd() / "fxai-tune"
+    safe = "".join(c if c.isalnum() else "_" for c in study_name)
+    path = base.parent / f".{base.name}.{safe}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _failure_rate_check(max_failure_rate: float) -> Callable[[optuna.Study, FrozenTrial], None]:
+    def check(study: optuna.Study, trial: FrozenTrial) -> None:
+        trials = study.get_trials(deepcopy=False)
+        counts = count_trials(trials)
+        if counts.finished < MIN_FINISHED_FOR_FAILURE_RATE:
+            return
+        rate = (counts.failed - counts.retried) / counts.finished
+        if rate > max_failure_rate:
+            reasons = [t.user_attrs.get("fail_reason") for t in trials if t.state == TrialState.FAIL]
+            last = next((r for r in reversed(reasons) if r), "no reason recorded")
+            study.stop()
+            raise FailureRateExceeded(
+                f"study {study.study_name!r} stopped: {counts.failed - counts.retried} of "
+                f"{counts.finished} finished trials failed ({rate:.0%} > max_failure_rate "
+                f"{max_failure_rate:.0%}); last failure: {last}"
+            )
+
+    return check
+
+
+def run_worker(
+    config: StudyConfig,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    storage_url: str | None = None,
+    accelerator: str = "auto",
+    torch_threads: int | None = None,
+) -> StudyCounts:
+    """Run trials of ``config``'s study until the cap, the timeout, or too many failures.
+
+    Args:
+        config: The validated study definition.
+        n_trials: Trial cap of the whole study (all workers); default ``config.n_trials``.
+        timeout: Seconds after which this worker starts no new trial.
+        storage_url: Storage URL overriding ``config.storage``.
+        accelerator: Lightning accelerator for this worker's trials.
+        torch_threads: torch threads for this worker (1 per worker on CPU).
+
+    Returns:
+        The study's trial counts when this worker stopped.
+
+    Raises:
+        FailureRateExceeded: When the share of failed trials passed ``max_failure_rate``.
+    """
+    url = storage_url or config.storage
+    cap = n_trials if n_trials is not None else config.n_trials
+    timeout = timeout if timeout is not None else config.timeout
+    study = open_study(config, url)
+    objective = TrialObjective(config, accelerator=accelerator, torch_threads=torch_threads)
+    callbacks = [
+        MaxTrialsCallback(cap, states=None),
+        _failure_rate_check(config.max_failure_rate),
+    ]
+    deadline = time.monotonic() + timeout if timeout is not None else None
+    worker = f"{os.uname().nodename}:{os.getpid()}"
+    while deadline is None or time.monotonic() < deadline:
+        with study_lock(url, config.name) as release:
+            counts = count_trials(study.get_trials(deepcopy=False))
+            if counts.waiting == 0 and counts.counted >= cap:
+                break
+
+            def gated(trial: optuna.Trial) -> float | list[float]:
+                release()  # the trial exists now: let other workers start theirs
+                trial.set_user_attr("worker", worker)
+                return objective(trial)
+
+            study.optimize(gated, n_trials=1, catch=(Exception,), callbacks=callbacks)
+    return count_trials(study.get_trials(deepcopy=False))

@@ -1,0 +1,622 @@
+"""Study files: what a tuning study searches, how, on what budget, and where it is stored.
+
+A study file (``studies/<name>.yaml``)::
+
+    name: demo                          # default: the file's stem; [A-Za-z0-9_.-]
+    description: CPU demo               # free text (optional)
+    base_config: configs/demo_base.yaml # TrainConfig YAML, relative to this file ...
+    # base: {ppo: {n_envs: 8}}          # ... or an inline mapping (not both; neither = defaults)
+    overrides: [trainer.accelerator=cpu]  # dotted key=value applied to the base config
+    search_space: ppo_quick             # name (search_spaces/<name>.yaml), path, or a mapping
+    direction: maximize                 # or directions: [maximize, minimize]
+    objective:
+      metrics: [val/episode_reward]     # one per direction
+      reduce: best                      # best | last validation value of each metric
+    sampler: {name: tpe, seed: 0, options: {n_startup_trials: 5}}
+    pruner: {name: median, options: {n_startup_trials: 3, n_warmup_steps: 1}}
+    budget: {total_timesteps: 8192, val_every_n_iterations: 2}
+    n_trials: 12                        # trial cap of the whole study (null: only timeout)
+    timeout: null                       # seconds after which no new trial starts
+    seeds_per_trial: 1                  # objective = mean over this many seeds
+    storage: null                       # URL; null -> sqlite:///<this dir>/<name>.db
+    artifact_dir: null                  # null -> <this dir>/artifacts/<name>
+    max_failure_rate: 0.5               # stop the study when more trials than this fail
+    heartbeat_interval: 10              # s; RDB heartbeat (null disables it)
+    grace_period: 30                    # s without heartbeat before a trial is failed
+
+Samplers: tpe, random, cmaes, gp, qmc, nsga2; pruners: median, percentile, successive_halving,
+hyperband, none. ``options`` are the keyword arguments of the Optuna class, checked against its
+signature (arguments that take Python objects, such as callables, cannot be set from YAML).
+Errors are `StudyError` (a ValueError) with a one-line message ``FILE: KEY: problem; valid: ...``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import inspect
+import math
+import os
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from fxai_tune.rl import ConfigError, TrainConfig, build_train_config, load_train_config
+from fxai_tune.tune._space import (
+    SearchSpace,
+    SpaceError,
+    find_named_file,
+    load_search_space,
+    read_yaml,
+)
+from fxai_tune.tune._storage import StorageError, normalize_storage_url
+
+__all__ = [
+    "DIRECTIONS",
+    "PRUNERS",
+    "REDUCTIONS",
+    "SAMPLERS",
+    "PrunerConfig",
+    "SamplerConfig",
+    "StudyConfig",
+    "StudyError",
+    "load_study_config",
+    "make_pruner",
+    "make_sampler",
+]
+
+SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "gp": optuna.samplers.GPSampler,
+    "qmc": optuna.samplers.QMCSampler,
+    "nsga2": optuna.samplers.NSGAIISampler,
+}
+PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "none": optuna.pruners.NopPruner,
+}
+DIRECTIONS = ("maximize", "minimize")
+REDUCTIONS = ("best", "last")
+
+# Optional packages some samplers import lazily (at their first trial); checked up front.
+_SAMPLER_NEEDS = {"cmaes": ("cmaes",), "gp": ("scipy", "torch"), "qmc": ("scipy",)}
+# Samplers that handle a single objective only.
+_SINGLE_OBJECTIVE = ("cmaes",)
+# Constructor arguments that take Python objects (callables, samplers, trials) are not options.
+_OBJECT_ARGUMENT = re.compile(r"Callable|Sampler|Base[A-Z]|FrozenTrial|Study")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+_KEYS = (
+    "name",
+    "description",
+    "base_config",
+    "base",
+    "overrides",
+    "search_space",
+    "direction",
+    "directions",
+    "objective",
+    "sampler",
+    "pruner",
+    "budget",
+    "n_trials",
+    "timeout",
+    "seeds_per_trial",
+    "storage",
+    "artifact_dir",
+    "max_failure_rate",
+    "heartbeat_interval",
+    "grace_period",
+)
+
+
+class StudyError(ValueError):
+    """A study file that cannot be used; the message is one line naming file and key."""
+
+
+@dataclasses.dataclass
+class SamplerConfig:
+    """Which Optuna sampler, seeded how, with which options."""
+
+    name: str = "tpe"
+    """tpe, random, cmaes, gp, qmc or nsga2."""
+    seed: int | None = None
+    """Sampler seed; None draws one. `make_sampler` adds the worker index to it."""
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Keyword arguments of the Optuna sampler class (e.g. n_startup_trials)."""
+
+
+@dataclasses.dataclass
+class PrunerConfig:
+    """Which Optuna pruner, with which options."""
+
+    name: str = "median"
+    """median, percentile, successive_halving, hyperband or none."""
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Keyword arguments of the Optuna pruner class (e.g. n_warmup_steps)."""
+
+
+@dataclasses.dataclass
+class StudyConfig:
+    """A loaded, validated study; `load_study_config` builds it."""
+
+    name: str
+    """Optuna study name."""
+    path: Path | None
+    """The study file."""
+    base_config: TrainConfig
+    """Validated base training config: file or inline values, overrides and budget applied."""
+    space: SearchSpace
+    """Validated search space, bound to ``base_config`` for constraint operands."""
+    directions: list[str]
+    """One of maximize/minimize per objective."""
+    metrics: list[str]
+    """Validation metric of each objective (e.g. val/episode_reward), one per direction."""
+    reduce: str = "best"
+    """Objective value from a run's validations: the best one or the last one."""
+    sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)
+    """Sampler settings (`make_sampler`)."""
+    pruner: PrunerConfig = dataclasses.field(default_factory=PrunerConfig)
+    """Pruner settings (`make_pruner`)."""
+    total_timesteps: int | None = None
+    """Budget per trial in env steps (applied as ppo.total_timesteps); None keeps the base's."""
+    val_every_n_iterations: int | None = None
+    """Validation interval (trainer.val_every_n_iterations); None keeps the base's."""
+    n_trials: int | None = None
+    """Trial cap of the whole study; None runs until ``timeout``."""
+    timeout: float | None = None
+    """Seconds after which no new trial starts; None: no limit."""
+    seeds_per_trial: int = 1
+    """Training seeds per trial; the objective is their mean."""
+    storage: str = ""
+    """Storage URL (default ``sqlite:///<studies dir>/<name>.db``)."""
+    artifact_dir: Path = Path("studies/artifacts")
+    """Directory of the trial artifacts (checkpoints, plots, CSVs)."""
+    max_failure_rate: float = 0.5
+    """Share of failed trials above which the study stops."""
+    heartbeat_interval: int | None = 10
+    """Seconds between heartbeats of a running trial (RDB storages); None disables."""
+    grace_period: int | None = 30
+    """Seconds without heartbeat before a running trial is failed and retried."""
+    search_space: str = ""
+    """The search space as the file names it (name or path)."""
+    description: str = ""
+    """Free text."""
+
+    @property
+    def direction(self) -> str:
+        """The single direction of a single-objective study."""
+        if len(self.directions) != 1:
+            raise ValueError(f"study {self.name!r} has {len(self.directions)} objectives")
+        return self.directions[0]
+
+    @property
+    def multi_objective(self) -> bool:
+        """Whether the study optimises more than one metric."""
+        return len(self.directions) > 1
+
+    def sample_config(self, trial: optuna.trial.BaseTrial) -> tuple[dict[str, Any], TrainConfig]:
+        """Sample ``trial``'s values and the config they give (base config + values)."""
+        values = self.space.sample(trial, base=self.base_config)
+        return values, self.space.apply(self.base_config, values)
+
+
+# --------------------------------------------------------------------------------------------
+# Samplers and pruners
+
+
+def _options(
+    cls: type, options: Mapping[str, Any], key: str, *, reserved: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Check ``options`` against ``cls.__init__``'s keyword arguments."""
+    signature = inspect.signature(cls.__init__)
+    accepted = {
+        name: p
+        for name, p in signature.parameters.items()
+        if name != "self"
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and name not in reserved
+        and not _OBJECT_ARGUMENT.search(str(p.annotation))
+    }
+    if not isinstance(options, Mapping):
+        raise StudyError(f"{key}: expected a mapping of options, got {options!r}")
+    for name in options:
+        if name in reserved:
+            raise StudyError(f"{key}.{name}: set it one level up, not under options")
+        if name not in accepted:
+            raise StudyError(
+                f"{key}.{name}: unknown option of {cls.__name__}; valid: {sorted(accepted)}"
+            )
+    missing = [n for n, p in accepted.items() if p.default is p.empty and n not in options]
+    if missing:
+        raise StudyError(f"{key}: {cls.__name__} needs option {missing[0]!r}")
+    return dict(options)
+
+
+def _construct(cls: type, kwargs: dict[str, Any], key: str) -> Any:
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as error:
+        text = str(error).strip()
+        message = text.splitlines()[0] if text else type(error).__name__
+        raise StudyError(f"{key}: {cls.__name__} rejects {kwargs!r}: {message}") from None
+
+
+def make_sampler(
+    config: SamplerConfig, *, n_objectives: int = 1, worker: int = 0
+) -> optuna.samplers.BaseSampler:
+    """Build the Optuna sampler of ``config``.
+
+    Args:
+        config: Sampler name, seed and options.
+        n_objectives: Objectives of the study (cmaes handles one only).
+        worker: Index of the worker process; added to the seed so parallel workers with one
+            seed do not sample the same parameters.
+
+    Raises:
+        StudyError: Unknown name or option, a missing optional package, bad option values.
+
+    Example:
+        >>> make_sampler(SamplerConfig("tpe", seed=0, options={"n_startup_trials": 5}))
+        <optuna.samplers._tpe.sampler.TPESampler object at ...>
+    """
+    if config.name not in SAMPLERS:
+        raise StudyError(
+            f"sampler.name: unknown sampler {config.name!r}; valid: {', '.join(SAMPLERS)}"
+        )
+    if n_objectives > 1 and config.name in _SINGLE_OBJECTIVE:
+        valid = ", ".join(n for n in SAMPLERS if n not in _SINGLE_OBJECTIVE)
+        raise StudyError(
+            f"sampler.name: {config.name} handles one objective only; valid for "
+            f"{n_objectives} objectives: {valid}"
+        )
+    needs = _SAMPLER_NEEDS.get(config.name, ())
+    missing = [m for m in needs if importlib.util.find_spec(m) is None]
+    if missing:
+        raise StudyError(
+            f"sampler.name: the {config.name} sampler needs the package(s) {missing} "
+            f"(pip install {' '.join(missing)}); valid without them: "
+            f"{', '.join(n for n in SAMPLERS if n not in _SAMPLER_NEEDS)}"
+        )
+    cls = SAMPLERS[config.name]
+    kwargs = _options(cls, config.options, "sampler.options", reserved=("seed",))
+    if config.seed is not None:
+        kwargs["seed"] = config.seed + worker
+    return _construct(cls, kwargs, "sampler.options")
+
+
+def make_pruner(config: PrunerConfig) -> optuna.pruners.BasePruner:
+    """Build the Optuna pruner of ``config`` (``none`` is `optuna.pruners.NopPruner`).
+
+    Raises:
+        StudyError: Unknown name or option, a missing required option, bad option values.
+
+    Example:
+        >>> make_pruner(PrunerConfig("median", {"n_warmup_steps": 1}))
+        <optuna.pruners._median.MedianPruner object at ...>
+    """
+    if config.name not in PRUNERS:
+        raise StudyError(
+            f"pruner.name: unknown pruner {config.name!r}; valid: {', '.join(PRUNERS)}"
+        )
+    cls = PRUNERS[config.name]
+    if config.name == "none":
+        if config.options:
+            raise StudyError(
+                f"pruner.options: pruner none takes no options, got {config.options!r}"
+            )
+        return cls()
+    return _construct(cls, _options(cls, config.options, "pruner.options"), "pruner.options")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_study_config(name_or_path: str | os.PathLike[str]) -> StudyConfig:
+    """Read and validate a study file, its base config and its search space.
+
+    Everything is checked here, before any trial runs: keys and values of the study, the
+    sampler and pruner (built once), the storage URL's form, the base config (built), the
+    search space (parsed, paths checked against `TrainConfig`, its bounds built with the base
+    config).
+
+    Args:
+        name_or_path: A bare name (``demo`` -> ``studies/demo.yaml`` under the current
+            directory, else under the project root) or a path to a YAML file.
+
+    Raises:
+        StudyError: One line naming the file, the key and what is valid.
+
+    Example:
+        >>> study = load_study_config("demo")
+        >>> study.directions, study.metrics
+        (['maximize'], ['val/episode_reward'])
+    """
+    path = find_named_file(name_or_path, "studies", StudyError, kind="study").resolve()
+    data = read_yaml(path, StudyError)
+    try:
+        return _StudyParser(path).parse(data)
+    except StudyError as error:
+        message = str(error)
+        if not message.startswith(str(path)):
+            message = f"{path}: {message}"
+        raise StudyError(message) from None
+
+
+class _StudyParser:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.dir = path.parent
+
+    def fail(self, key: str, problem: str) -> StudyError:
+        return StudyError(f"{self.path}: {key}: {problem}")
+
+    def int_value(
+        self, data: Mapping[str, Any], key: str, default: Any, *, low: int, optional: bool
+    ) -> Any:
+        value = data.get(key, default)
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            valid = f"an integer >= {low}" + (" or null" if optional else "")
+            raise self.fail(key, f"got {value!r}; valid: {valid}")
+        return value
+
+    def parse(self, data: Any) -> StudyConfig:
+        if not isinstance(data, Mapping):
+            raise StudyError(f"{self.path}: expected a mapping, got {type(data).__name__}")
+        unknown = [k for k in data if k not in _KEYS]
+        if unknown:
+            raise self.fail(str(unknown[0]), f"unknown key; valid: {list(_KEYS)}")
+        name = data.get("name", self.path.stem)
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise self.fail("name", f"got {name!r}; valid: letters, digits, '_', '.', '-'")
+        description = data.get("description") or ""
+        if not isinstance(description, str):
+            raise self.fail("description", f"expected text, got {description!r}")
+
+        directions = self.directions(data)
+        metrics, reduce = self.objective(data.get("objective"), len(directions))
+        sampler = self.sampler(data.get("sampler"))
+        pruner = self.pruner(data.get("pruner"))
+        if len(directions) > 1 and pruner.name != "none":
+            raise self.fail(
+                "pruner.name", f"Optuna cannot prune multi-objective studies, got "
+                f"{pruner.name!r}; valid: none"
+            )
+        try:
+            with warnings.catch_warnings():  # built again, with its warnings, by the runner
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                make_sampler(sampler, n_objectives=len(directions))
+                make_pruner(pruner)
+        except StudyError as error:
+            raise StudyError(f"{self.path}: {error}") from None
+
+        total_timesteps, val_every = self.budget(data.get("budget"))
+        n_trials = self.int_value(data, "n_trials", None, low=1, optional=True)
+        timeout = data.get("timeout")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+            or not math.isfinite(timeout)
+        ):
+            raise self.fail("timeout", f"got {timeout!r}; valid: seconds > 0 or null")
+        if n_trials is None and timeout is None:
+            raise self.fail("n_trials", "neither n_trials nor timeout is set; valid: set one")
+        seeds = self.int_value(data, "seeds_per_trial", 1, low=1, optional=False)
+        rate = data.get("max_failure_rate", 0.5)
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+            raise self.fail("max_failure_rate", f"got {rate!r}; valid: a number in [0, 1]")
+        heartbeat = self.int_value(data, "heartbeat_interval", 10, low=1, optional=True)
+        grace = self.int_value(data, "grace_period", 30, low=1, optional=True)
+        if heartbeat is not None and grace is not None and grace <= heartbeat:
+            raise self.fail(
+                "grace_period", f"got {grace} with heartbeat_interval={heartbeat}; valid: "
+                "grace_period > heartbeat_interval"
+            )
+        storage = self.storage(data.get("storage"), name)
+        artifact_dir = data.get("artifact_dir")
+        if artifact_dir is None:
+            artifact_dir = self.dir / "artifacts" / name
+        elif isinstance(artifact_dir, str) and artifact_dir:
+            artifact_dir = Path(artifact_dir).expanduser()
+            artifact_dir = artifact_dir if artifact_dir.is_absolute() else self.dir / artifact_dir
+        else:
+            raise self.fail("artifact_dir", f"got {artifact_dir!r}; valid: a path or null")
+
+        budget = []
+        if total_timesteps is not None:
+            budget.append(f"ppo.total_timesteps={total_timesteps}")
+        if val_every is not None:
+            budget.append(f"trainer.val_every_n_iterations={val_every}")
+        base_config = self.base_config(data, budget)
+        space_name, space = self.space(data.get("search_space"), base_config)
+        budget_paths = [o.split("=")[0] for o in budget]
+        clash = [p for p in space.paths if p in budget_paths]
+        if clash:
+            raise self.fail(
+                "search_space", f"the space sets {clash[0]}, which the study's budget fixes; "
+                "valid: drop it from the space or from budget"
+            )
+        return StudyConfig(
+            name=name,
+            path=self.path,
+            base_config=base_config,
+            space=space,
+            directions=directions,
+            metrics=metrics,
+            reduce=reduce,
+            sampler=sampler,
+            pruner=pruner,
+            total_timesteps=total_timesteps,
+            val_every_n_iterations=val_every,
+            n_trials=n_trials,
+            timeout=float(timeout) if timeout is not None else None,
+            seeds_per_trial=seeds,
+            storage=storage,
+            artifact_dir=artifact_dir,
+            max_failure_rate=float(rate),
+            heartbeat_interval=heartbeat,
+            grace_period=grace,
+            search_space=space_name,
+            description=description,
+        )
+
+    def directions(self, data: Mapping[str, Any]) -> list[str]:
+        if "direction" in data and "directions" in data:
+            raise self.fail("directions", "give direction or directions, not both")
+        if "directions" in data:
+            raw = data["directions"]
+            key = "directions"
+            if not isinstance(raw, list) or not raw:
+                raise self.fail(key, f"expected a non-empty list, got {raw!r}; valid: "
+                                f"a list of {'/'.join(DIRECTIONS)}")
+        else:
+            raw, key = [data.get("direction", "maximize")], "direction"
+        for i, value in enumerate(raw):
+            if value not in DIRECTIONS:
+                where = key if key == "direction" else f"{key}[{i}]"
+                raise self.fail(where, f"got {value!r}; valid: {', '.join(DIRECTIONS)}")
+        return list(raw)
+
+    def objective(self, raw: Any, n_directions: int) -> tuple[list[str], str]:
+        raw = {} if raw is None else raw
+        if not isinstance(raw, Mapping):
+            raise self.fail("objective", f"expected a mapping, got {raw!r}")
+        unknown = [k for k in raw if k not in ("metrics", "reduce")]
+        if unknown:
+            raise self.fail(f"objective.{unknown[0]}", "unknown key; valid: metrics, reduce")
+        if "metrics" not in raw and n_directions > 1:
+            raise self.fail(
+                "objective.metrics", f"missing for {n_directions} directions; valid: one metric "
+                "per direction, e.g. [val/total_return, val/max_drawdown]"
+            )
+        metrics = raw.get("metrics", ["val/episode_reward"])
+        if isinstance(metrics, str):
+            metrics = [metrics]
+        if not isinstance(metrics, list) or not all(isinstance(m, str) and m for m in metrics):
+            raise self.fail("objective.metrics", f"got {metrics!r}; valid: a list of metric "
+                            "names such as val/episode_reward")
+        if len(metrics) != n_directions:
+            raise self.fail(
+                "objective.metrics", f"{len(metrics)} metric(s) for {n_directions} "
+                "direction(s); valid: one metric per direction"
+            )
+        if not all(m.startswith("val/") for m in metrics):
+            bad = next(m for m in metrics if not m.startswith("val/"))
+            raise self.fail(
+                "objective.metrics", f"{bad!r} is not a validation metric; valid: val/... "
+                "(the search never reads the test split)"
+            )
+        reduce = raw.get("reduce", "best")
+        if reduce not in REDUCTIONS:
+            raise self.fail("objective.reduce", f"got {reduce!r}; valid: {', '.join(REDUCTIONS)}")
+        return list(metrics), reduce
+
+    def section(self, raw: Any, key: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
+        raw = {} if raw is None else raw
+        if isinstance(raw, str):
+            raw = {"name": raw}
+        if not isinstance(raw, Mapping):
+            raise self.fail(key, f"expected a mapping, got {raw!r}")
+        unknown = [k for k in raw if k not in allowed]
+        if unknown:
+            raise self.fail(f"{key}.{unknown[0]}", f"unknown key; valid: {', '.join(allowed)}")
+        if raw.get("options") is not None and not isinstance(raw.get("options"), Mapping):
+            raise self.fail(f"{key}.options", f"expected a mapping, got {raw['options']!r}")
+        return raw
+
+    def sampler(self, raw: Any) -> SamplerConfig:
+        raw = self.section(raw, "sampler", ("name", "seed", "options"))
+        seed = raw.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise self.fail("sampler.seed", f"got {seed!r}; valid: an integer or null")
+        return SamplerConfig(raw.get("name", "tpe"), seed, dict(raw.get("options") or {}))
+
+    def pruner(self, raw: Any) -> PrunerConfig:
+        raw = self.section(raw, "pruner", ("name", "options"))
+        return PrunerConfig(raw.get("name", "median"), dict(raw.get("options") or {}))
+
+    def budget(self, raw: Any) -> tuple[int | None, int | None]:
+        raw = {} if raw is None else raw
+        if not isinstance(raw, Mapping):
+            raise self.fail("budget", f"expected a mapping, got {raw!r}")
+        allowed = ("total_timesteps", "val_every_n_iterations")
+        unknown = [k for k in raw if k not in allowed]
+        if unknown:
+            raise self.fail(f"budget.{unknown[0]}", f"unknown key; valid: {', '.join(allowed)}")
+        values = []
+        for key in allowed:
+            value = raw.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise self.fail(f"budget.{key}", f"got {value!r}; valid: an integer >= 1 or null")
+            values.append(value)
+        return values[0], values[1]
+
+    def storage(self, raw: Any, name: str) -> str:
+        if raw is None:
+            return f"sqlite:///{self.dir / f'{name}.db'}"
+        if not isinstance(raw, str) or not raw:
+            raise self.fail("storage", f"got {raw!r}; valid: a storage URL or null")
+        try:
+            normalize_storage_url(raw)
+        except StorageError as error:
+            raise self.fail("storage", str(error)) from None
+        return raw
+
+    def base_config(self, data: Mapping[str, Any], budget: list[str]) -> TrainConfig:
+        overrides = data.get("overrides") or []
+        if not isinstance(overrides, list) or not all(
+            isinstance(o, str) and "=" in o for o in overrides
+        ):
+            raise self.fail("overrides", f"got {overrides!r}; valid: a list of key=value strings")
+        if "base_config" in data and "base" in data:
+            raise self.fail("base", "give base_config (a file) or base (a mapping), not both")
+        try:
+            if data.get("base_config") is not None:
+                file = data["base_config"]
+                if not isinstance(file, str):
+                    raise self.fail("base_config", f"got {file!r}; valid: a path to a YAML file")
+                path = Path(file).expanduser()
+                path = path if path.is_absolute() else self.dir / path
+                return load_train_config(path, [*overrides, *budget])
+            base = data.get("base") or {}
+            if not isinstance(base, Mapping):
+                raise self.fail("base", f"expected a mapping of TrainConfig values, got {base!r}")
+            return build_train_config(dict(base), [*overrides, *budget])
+        except ConfigError as error:
+            key = "base_config" if data.get("base_config") is not None else "base"
+            raise self.fail(key, str(error)) from None
+
+    def space(self, raw: Any, base: TrainConfig) -> tuple[str, SearchSpace]:
+        try:
+            if isinstance(raw, Mapping):
+                label = "<inline>"
+                space = SearchSpace.from_dict(raw, source=f"{self.path}: search_space")
+            elif isinstance(raw, str) and raw:
+                label = raw
+                path = find_named_file(
+                    raw,
+                    "search_spaces",
+                    SpaceError,
+                    kind="search space",
+                    relative_to=self.dir,
+                    extra_dirs=(self.dir.parent / "search_spaces",),
+                )
+                space = load_search_space(path)
+            else:
+                raise self.fail("search_space", f"got {raw!r}; valid: a name, a path or a mapping")
+            space.check(base)
+        except SpaceError as error:
+            raise self.fail("search_space", str(error)) from None
+        return label, space.with_base(base)
