@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,6 +202,12 @@ def _failure_rate_check(max_failure_rate: float) -> Callable[[optuna.Study, Froz
     return check
 
 
+def _fail_stale_trials(study: optuna.Study) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
 def run_worker(
     config: StudyConfig,
     *,
@@ -239,6 +246,9 @@ def run_worker(
     worker = f"{os.uname().nodename}:{os.getpid()}"
     while deadline is None or time.monotonic() < deadline:
         with study_lock(url, config.name) as release:
+            # a trial whose worker died (no heartbeat for grace_period) is failed here and its
+            # retry queued, before the cap is checked
+            _fail_stale_trials(study)
             counts = count_trials(study.get_trials(deepcopy=False))
             if counts.waiting == 0 and counts.counted >= cap:
                 break

@@ -1,0 +1,171 @@
+"""Worker processes on one shared study: exact trial cap, killed workers, Ctrl-C, dashboard."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import optuna
+import pytest
+from _tune_fixtures import POSTGRES_URL, unique_name, write_tiny_study
+from optuna.trial import TrialState
+
+from fxai_tune.tune import load_study_config, normalize_storage_url, open_study, run_worker
+
+CLI = [sys.executable, "-m", "fxai_tune.cli.main"]
+
+
+def _postgres_or_skip() -> str:
+    try:
+        optuna.storages.RDBStorage(normalize_storage_url(POSTGRES_URL))
+    except Exception as error:  # noqa: BLE001 - any connection problem
+        if "FXAI_TEST_POSTGRES_URL" in os.environ:
+            raise
+        pytest.skip(f"PostgreSQL not reachable: {error}")
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_study(tmp_path):
+    url = _postgres_or_skip()
+    names: list[str] = []
+
+    def make(prefix: str, **fields) -> object:
+        name = unique_name(prefix)
+        names.append(name)
+        return write_tiny_study(tmp_path, name, storage=url, **fields)
+
+    yield make
+    for name in names:
+        try:
+            optuna.delete_study(study_name=name, storage=normalize_storage_url(url))
+        except KeyError:
+            pass
+
+
+def _worker(path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*CLI, "worker", "--study", str(path), "--accelerator", "cpu", "--threads", "1", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def _wait_for_running(study: optuna.Study, timeout: float = 120) -> optuna.trial.FrozenTrial:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = study.get_trials(states=(TrialState.RUNNING,))
+        if running:
+            return running[0]
+        time.sleep(0.2)
+    raise AssertionError("no trial started running")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_workers", [2, 4])
+def test_concurrent_workers_on_postgres_finish_with_exactly_the_cap(postgres_study, n_workers):
+    path = postgres_study(f"cap{n_workers}", n_trials=5)
+    workers = [_worker(path) for _ in range(n_workers)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0] * n_workers, outputs
+    study = open_study(load_study_config(path))
+    trials = study.get_trials()
+    assert len(trials) == 5
+    assert sorted(t.number for t in trials) == list(range(5))  # no duplicates, no gaps
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["worker"] for t in trials}) >= 2  # really shared
+
+
+@pytest.mark.slow
+def test_killed_worker_leaves_its_trial_failed_and_a_retry_completes_it(postgres_study):
+    path = postgres_study(
+        "kill", n_trials=1, heartbeat_interval=1, grace_period=3, total_timesteps=64 * 4 * 32
+    )
+    config = load_study_config(path)
+    study = open_study(config)
+    victim = _worker(path)
+    running = _wait_for_running(study)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    time.sleep(config.grace_period + 1)
+
+    # a fresh worker fails the stale trial, re-queues it and runs the retry
+    counts = run_worker(config, accelerator="cpu", torch_threads=1)
+    trials = {t.number: t for t in study.get_trials()}
+    assert trials[running.number].state == TrialState.FAIL
+    retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == running.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == running.params
+    assert counts.counted == 1 and counts.complete == 1  # the cap counts the retry once
+
+
+@pytest.mark.slow
+def test_ctrl_c_records_the_running_trial_failed_and_exits_cleanly(tmp_path):
+    path = write_tiny_study(tmp_path, "sigint", n_trials=1, total_timesteps=64 * 4 * 32)
+    study = open_study(load_study_config(path))
+    worker = _worker(path)
+    running = _wait_for_running(study)
+    time.sleep(2)
+    worker.send_signal(signal.SIGINT)
+    output = worker.communicate(timeout=120)[0]
+    assert worker.returncode == 130, output
+    trial = study.get_trials()[running.number]
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"].startswith("interrupted")
+
+
+@pytest.mark.slow
+def test_run_with_two_workers_on_sqlite_warns_and_reaches_the_cap(tmp_path):
+    path = write_tiny_study(tmp_path, "two", n_trials=4)
+    result = subprocess.run(
+        [*CLI, "run", "--study", str(path), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PostgreSQL" in result.stderr  # several workers on one SQLite file: a warning
+    trials = open_study(load_study_config(path)).get_trials()
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_dashboard_serves_the_study_on_loopback(tmp_path):
+    path = write_tiny_study(tmp_path, "dash", n_trials=1)
+    config = load_study_config(path)
+    open_study(config).enqueue_trial({})  # the study exists with one trial
+    port = _free_port()
+    server = subprocess.Popen(
+        [*CLI, "dashboard", "--study", str(path), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as reply:
+                    studies = json.load(reply)["study_summaries"]
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.5)
+        assert [s["study_name"] for s in studies] == [config.name]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
