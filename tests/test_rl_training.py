@@ -9,7 +9,10 @@ import pytorch_lightning as pl
 import torch
 from _rl_fixtures import tiny_fx_config
 
+from fxai_tune.data import oracle_positions
 from fxai_tune.rl import (
+    backtest,
+    baseline_policies,
     build_train_config,
     final_report,
     make_vector_env,
@@ -170,3 +173,58 @@ def test_cartpole_reaches_475_within_100k_steps_in_two_of_three_seeds(tmp_path):
         results = run_episodes(env, policy_actions(run.module.policy, run.module.device), seed=99)
         scores.append(float(np.mean([r.stats.get("reward", 0.0) for r in results])))
     assert sum(score >= 475 for score in scores) >= 2, scores
+
+
+@pytest.mark.slow
+def test_agent_captures_half_the_oracle_return_of_a_planted_signal(tmp_path):
+    """Synthetic market whose next return follows the last one (AR(1), strength 0.5)."""
+    strength = 0.5
+    config = build_train_config(
+        {
+            "seed": 0,
+            "run_dir": str(tmp_path),
+            "data": {
+                "source": "synthetic",
+                "synthetic": {"n_bars": 4000, "seed": 11, "signal_strength": strength},
+            },
+            "env": {
+                "windows": {"1h": 8},
+                "episode_length": 256,
+                "cost": {"spread": 0.0, "slippage": 0.0},
+                "reward": {"weights": {"drawdown": 0.0}},
+                "curriculum": {"min_episode_length": 64},
+            },
+            "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "dim_feedforward": 64,
+                      "pooling": "last"},
+            "ppo": {"n_envs": 8, "n_steps": 64, "batch_size": 128, "learning_rate": 1e-3,
+                    "gamma": 0.1, "total_timesteps": 50_000},
+            "trainer": {"accelerator": "cpu", "val_every_n_iterations": 20,
+                        "enable_progress_bar": False},
+        }
+    )
+    run = train(config, loggers=False)
+    data = run.datamodule.data
+    market = data.test_market()
+    oracle = oracle_positions(data.bars, strength)
+    n_actions = config.env.n_actions
+
+    def make_oracle():
+        t = [market.start]
+
+        def act(obs):
+            position = oracle[t[0]]
+            t[0] += 1
+            return np.array([n_actions // 2 + int(position) * (n_actions // 2)])
+
+        return act
+
+    policies = {
+        "agent": lambda: policy_actions(run.module.policy, run.module.device),
+        "oracle": make_oracle,
+        **baseline_policies(n_actions, seed=0),
+    }
+    results = {k: r.stats["total_return"] for k, r in backtest(
+        config, policies, split="test", data=data).items()}
+    assert results["oracle"] > 0.1, results  # the signal is there to be had
+    assert results["agent"] >= 0.5 * results["oracle"], results
+    assert abs(results["random"]) < 0.25 * results["oracle"], results

@@ -40,14 +40,17 @@ def _load_config(config: Path | None, overrides: list[str]):  # noqa: ANN202 - l
         raise fail(str(error)) from None
 
 
+_HEADERS = {"total_return": "return", "max_drawdown": "max DD", "win_rate": "win rate"}
+
+
 def _print_report(title: str, table_rows: dict[str, dict[str, float]], note: str = "") -> None:
     from fxai_tune.rl import REPORT_COLUMNS
 
     table = Table(title=title)
-    table.add_column("policy")
+    table.add_column("policy", no_wrap=True)
     columns = [c for c in REPORT_COLUMNS if any(c in row for row in table_rows.values())]
     for column in columns:
-        table.add_column(column, justify="right")
+        table.add_column(_HEADERS.get(column, column), justify="right", no_wrap=True)
     for name, row in table_rows.items():
         cells = []
         for column in columns:
