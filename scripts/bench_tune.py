@@ -1,0 +1,244 @@
+"""Benchmark the tuner: pruning savings, worker scaling, and storage overhead.
+
+All three compare against a baseline measured in the same run:
+
+1. pruning: a TPE study with the median pruner vs the same study (same sampler seed) without
+   pruning, on a synthetic market with a planted signal (so trials differ in quality). Prints
+   the env steps the pruned study spends until its best-so-far reaches 95% of the unpruned
+   study's best, as a share of the unpruned study's env steps (target <= 40%).
+2. scaling: the same trials run by 2 worker processes vs 1 on this machine; trials per hour
+   (target >= 1.8x on 2 cores).
+3. storage overhead on PostgreSQL: time spent inside Optuna storage calls as a share of trial
+   wall time (target <= 1%).
+
+Usage: ``python scripts/bench_tune.py [--only pruning,scaling,storage] [--trials N]``
+Needs PostgreSQL for part 3 (``FXAI_TEST_POSTGRES_URL``, default local ``test`` database).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import yaml
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTGRES_URL = os.environ.get(
+    "FXAI_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def synthetic_study(
+    directory: Path,
+    name: str,
+    *,
+    pruner: str,
+    n_trials: int,
+    total_timesteps: int,
+    storage: str | None = None,
+) -> Path:
+    """A study over a small transformer on a planted-signal synthetic market."""
+    study = {
+        "name": name,
+        "base": {
+            "seed": 0,
+            "data": {
+                "source": "synthetic",
+                "synthetic": {"n_bars": 4000, "seed": 11, "signal_strength": 0.5},
+            },
+            "env": {
+                "windows": {"1h": 8},
+                "episode_length": 256,
+                "cost": {"spread": 0.0, "slippage": 0.0},
+                "reward": {"weights": {"drawdown": 0.0}},
+                "curriculum": {"min_episode_length": 64},
+            },
+            "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "dim_feedforward": 64,
+                      "pooling": "last"},
+            "ppo": {"n_envs": 8, "n_steps": 64, "batch_size": 128},
+            "trainer": {"accelerator": "cpu", "torch_threads": 1},
+        },
+        "search_space": {
+            "params": {
+                "ppo.learning_rate": {"type": "float", "low": 1e-5, "high": 3e-3, "log": True},
+                "ppo.gamma": {"type": "float", "low": 0.05, "high": 0.99},
+                "ppo.ent_coef": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
+            }
+        },
+        "budget": {"total_timesteps": total_timesteps, "val_every_n_iterations": 4},
+        "sampler": {"name": "tpe", "seed": 0, "options": {"n_startup_trials": 5}},
+        "pruner": {"name": pruner, "options": {"n_startup_trials": 5, "n_warmup_steps": 1}}
+        if pruner == "median"
+        else {"name": "none"},
+        "n_trials": n_trials,
+        "storage": storage or f"sqlite:///{directory / (name + '.db')}",
+        "artifact_dir": str(directory / "artifacts" / name),
+    }
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+def steps_to_reach(trials: list[optuna.trial.FrozenTrial], target: float) -> int | None:
+    """Cumulative env steps (trial order) until the best-so-far value reaches ``target``."""
+    spent, best = 0, float("-inf")
+    for trial in sorted(trials, key=lambda t: t.number):
+        spent += int(trial.user_attrs.get("env_steps", 0))
+        if trial.value is not None:
+            best = max(best, trial.value)
+        if best >= target:
+            return spent
+    return None
+
+
+def bench_pruning(directory: Path, n_trials: int, timesteps: int) -> None:
+    from fxai_tune.tune import load_study_config, open_study, run_worker
+
+    studies = {}
+    for pruner in ("none", "median"):
+        config = load_study_config(
+            synthetic_study(
+                directory, f"prune_{pruner}", pruner=pruner, n_trials=n_trials,
+                total_timesteps=timesteps,
+            )
+        )
+        start = time.perf_counter()
+        run_worker(config, accelerator="cpu", torch_threads=1)
+        studies[pruner] = (open_study(config), time.perf_counter() - start)
+    unpruned, pruned = studies["none"][0], studies["median"][0]
+    best = unpruned.best_value
+    target = 0.95 * best
+    done = [t for t in unpruned.trials if t.state.is_finished()]
+    total_unpruned = sum(int(t.user_attrs.get("env_steps", 0)) for t in done)
+    reach_unpruned = steps_to_reach(unpruned.trials, target)
+    reach_pruned = steps_to_reach(pruned.trials, target)
+    n_pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in pruned.trials)
+    print(
+        f"pruning: unpruned best {best:.3f} ({total_unpruned:,} env steps, "
+        f"{studies['none'][1]:.0f} s); pruned study best {pruned.best_value:.3f} "
+        f"({n_pruned}/{n_trials} trials pruned, {studies['median'][1]:.0f} s)"
+    )
+    if reach_pruned is None:
+        print(f"pruning: the pruned study never reached 95% of {best:.3f} (target missed)")
+        return
+    print(
+        f"pruning: env steps to reach 95% of the unpruned best: pruned {reach_pruned:,} = "
+        f"{reach_pruned / total_unpruned:.0%} of the unpruned study's {total_unpruned:,} "
+        f"(target <= 40%); the unpruned study itself needed {reach_unpruned:,} "
+        f"({reach_pruned / reach_unpruned:.0%} of that)"
+    )
+
+
+def _run_workers(path: Path, n_workers: int, n_trials: int) -> float:
+    command = [sys.executable, "-m", "fxai_tune.cli.main", "worker", "--study", str(path),
+               "--accelerator", "cpu", "--threads", "1", "--n-trials", str(n_trials)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    workers = [
+        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        for _ in range(n_workers)
+    ]
+    if any(w.wait() != 0 for w in workers):
+        raise RuntimeError(f"a worker failed on {path}")
+    return time.perf_counter() - start
+
+
+def bench_scaling(directory: Path, n_trials: int, timesteps: int, repeats: int) -> None:
+    ratios = []
+    for repeat in range(repeats):
+        rates = {}
+        for n_workers in (1, 2):
+            path = synthetic_study(
+                directory, f"scale{repeat}_{n_workers}", pruner="none", n_trials=n_trials,
+                total_timesteps=timesteps,
+            )
+            elapsed = _run_workers(path, n_workers, n_trials)
+            rates[n_workers] = n_trials / elapsed * 3600
+        ratios.append(rates[2] / rates[1])
+        print(
+            f"scaling, repeat {repeat}: 1 worker {rates[1]:,.0f} trials/h, "
+            f"2 workers {rates[2]:,.0f} trials/h, ratio {ratios[-1]:.2f}x"
+        )
+    print(f"scaling: 2 workers vs 1, best of {repeats}: {max(ratios):.2f}x (target >= 1.8x)")
+
+
+def _timed_storage(storage: optuna.storages.BaseStorage, clock: list[float]) -> None:
+    """Accumulate the time spent in each public storage method of this instance."""
+    for name in dir(optuna.storages.BaseStorage):
+        if name.startswith("_") or not callable(getattr(storage, name, None)):
+            continue
+        method = getattr(storage, name)
+
+        @functools.wraps(method)
+        def timed(*args, __method=method, **kwargs):
+            start = time.perf_counter()
+            try:
+                return __method(*args, **kwargs)
+            finally:
+                clock[0] += time.perf_counter() - start
+
+        setattr(storage, name, timed)
+
+
+def bench_storage(directory: Path, n_trials: int, timesteps: int) -> None:
+    import fxai_tune.tune._runner as runner
+    from fxai_tune.tune import load_study_config, make_storage, normalize_storage_url, run_worker
+
+    name = f"bench_storage_{os.getpid()}"
+    path = synthetic_study(
+        directory, name, pruner="median", n_trials=n_trials, total_timesteps=timesteps,
+        storage=POSTGRES_URL,
+    )
+    config = load_study_config(path)
+    clock = [0.0]
+    original = runner.make_storage
+
+    def timed_make_storage(*args, **kwargs):
+        storage = original(*args, **kwargs)
+        _timed_storage(storage, clock)
+        return storage
+
+    runner.make_storage = timed_make_storage
+    try:
+        start = time.perf_counter()
+        run_worker(config, accelerator="cpu", torch_threads=1)
+        elapsed = time.perf_counter() - start
+    finally:
+        runner.make_storage = original
+        optuna.delete_study(study_name=name, storage=make_storage(config.storage))
+    print(
+        f"storage: {n_trials} trials on PostgreSQL ({normalize_storage_url(POSTGRES_URL)}): "
+        f"{clock[0]:.2f} s in storage calls of {elapsed:.1f} s = {clock[0] / elapsed:.2%} "
+        f"of trial time (target <= 1%; {timesteps:,} env steps per trial)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="pruning,scaling,storage")
+    parser.add_argument("--trials", type=int, default=20, help="trials per pruning study")
+    parser.add_argument("--timesteps", type=int, default=16_384, help="env steps per trial")
+    parser.add_argument("--repeats", type=int, default=2, help="scaling repeats")
+    args = parser.parse_args()
+    parts = set(args.only.split(","))
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        if "pruning" in parts:
+            bench_pruning(directory, args.trials, args.timesteps)
+        if "scaling" in parts:
+            bench_scaling(directory, 6, args.timesteps // 2, args.repeats)
+        if "storage" in parts:
+            bench_storage(directory, 4, args.timesteps)
+
+
+if __name__ == "__main__":
+    main()
