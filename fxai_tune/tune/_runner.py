@@ -182,24 +182,23 @@ def _lock_file(storage_url: str, study_name: str) -> Path:
     return path
 
 
-def _failure_rate_check(max_failure_rate: float) -> Callable[[optuna.Study, FrozenTrial], None]:
-    def check(study: optuna.Study, trial: FrozenTrial) -> None:
-        trials = study.get_trials(deepcopy=False)
-        counts = count_trials(trials)
-        if counts.finished < MIN_FINISHED_FOR_FAILURE_RATE:
-            return
-        rate = (counts.failed - counts.retried) / counts.finished
-        if rate > max_failure_rate:
-            reasons = [t.user_attrs.get("fail_reason") for t in trials if t.state == TrialState.FAIL]
-            last = next((r for r in reversed(reasons) if r), "no reason recorded")
-            study.stop()
-            raise FailureRateExceeded(
-                f"study {study.study_name!r} stopped: {counts.failed - counts.retried} of "
-                f"{counts.finished} finished trials failed ({rate:.0%} > max_failure_rate "
-                f"{max_failure_rate:.0%}); last failure: {last}"
-            )
-
-    return check
+def _check_failure_rate(
+    study: optuna.Study, trials: list[FrozenTrial], max_failure_rate: float
+) -> None:
+    """Stop the study when too many of its finished trials failed."""
+    counts = count_trials(trials)
+    if counts.finished < MIN_FINISHED_FOR_FAILURE_RATE:
+        return
+    failed = counts.failed - counts.retried
+    rate = failed / counts.finished
+    if rate > max_failure_rate:
+        reasons = [t.user_attrs.get("fail_reason") for t in trials if t.state == TrialState.FAIL]
+        last = next((r for r in reversed(reasons) if r), "no reason recorded")
+        raise FailureRateExceeded(
+            f"study {study.study_name!r} stopped: {failed} of {counts.finished} finished "
+            f"trials failed ({rate:.0%} > max_failure_rate {max_failure_rate:.0%}); "
+            f"last failure: {last}"
+        )
 
 
 def _fail_stale_trials(study: optuna.Study) -> None:
@@ -238,10 +237,7 @@ def run_worker(
     timeout = timeout if timeout is not None else config.timeout
     study = open_study(config, url)
     objective = TrialObjective(config, accelerator=accelerator, torch_threads=torch_threads)
-    callbacks = [
-        MaxTrialsCallback(cap, states=None),
-        _failure_rate_check(config.max_failure_rate),
-    ]
+    callbacks = [MaxTrialsCallback(cap, states=None)]
     deadline = time.monotonic() + timeout if timeout is not None else None
     worker = f"{os.uname().nodename}:{os.getpid()}"
     while deadline is None or time.monotonic() < deadline:
@@ -249,7 +245,9 @@ def run_worker(
             # a trial whose worker died (no heartbeat for grace_period) is failed here and its
             # retry queued, before the cap is checked
             _fail_stale_trials(study)
-            counts = count_trials(study.get_trials(deepcopy=False))
+            trials = study.get_trials(deepcopy=False)
+            _check_failure_rate(study, trials, config.max_failure_rate)
+            counts = count_trials(trials)
             if counts.waiting == 0 and counts.counted >= cap:
                 break
 
