@@ -124,6 +124,7 @@ def bench_pruning(directory: Path, n_trials: int, timesteps: int) -> None:
     reach_unpruned = steps_to_reach(unpruned.trials, target)
     reach_pruned = steps_to_reach(pruned.trials, target)
     n_pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in pruned.trials)
+    total_pruned = sum(int(t.user_attrs.get("env_steps", 0)) for t in pruned.trials)
     print(
         f"pruning: unpruned best {best:.3f} ({total_unpruned:,} env steps, "
         f"{studies['none'][1]:.0f} s); pruned study best {pruned.best_value:.3f} "
@@ -137,6 +138,11 @@ def bench_pruning(directory: Path, n_trials: int, timesteps: int) -> None:
         f"{reach_pruned / total_unpruned:.0%} of the unpruned study's {total_unpruned:,} "
         f"(target <= 40%); the unpruned study itself needed {reach_unpruned:,} "
         f"({reach_pruned / reach_unpruned:.0%} of that)"
+    )
+    print(
+        f"pruning: whole studies ({n_trials} trials each): pruned {total_pruned:,} env steps = "
+        f"{total_pruned / total_unpruned:.0%} of the unpruned {total_unpruned:,}, best "
+        f"{pruned.best_value / best:.0%} of the unpruned best"
     )
 
 
