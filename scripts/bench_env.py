@@ -6,19 +6,29 @@ actions (drawn up front so action sampling is not timed); episodes restart on th
 An env step is one account advancing one bar, so the vector env's figure is
 ``num_envs x vector steps / s``.
 
+``--breakdown`` then times every statement of ``TradingEngine.step`` and of the reward kernel
+(each line followed by a ``perf_counter_ns`` probe whose own cost is subtracted; minimum over
+batches of 200 steps, which filters out other processes on a shared machine).
+
 Usage:
-    python scripts/bench_env.py [--num-envs 64] [--seconds 3] [--repeats 3]
+    python scripts/bench_env.py [--num-envs 64] [--seconds 3] [--repeats 3] [--breakdown]
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import inspect
+import textwrap
 import time
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
+import fxai_tune.env._engine as engine_module
+import fxai_tune.env._reward as reward_module
 from fxai_tune.data import DataConfig, DataManager, MarketData
 from fxai_tune.env import EnvConfig, TradingEnvironment, VectorTradingEnv
 
@@ -86,6 +96,79 @@ def bench_anytrading(seconds: float) -> float:
     return 256 * _timed(run, seconds)
 
 
+def _probed(func: Callable, inner: str, label: str, totals: dict[str, int]) -> Callable:
+    """``func`` recompiled with a timer after each statement of its (possibly nested) function
+    ``inner``; times accumulate in ``totals`` under ``"label line: source"``."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+
+    class Probe(ast.NodeTransformer):
+        def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.FunctionDef:
+            self.generic_visit(node)
+            if node.name != inner:
+                return node
+            body: list[ast.stmt] = ast.parse("_t0 = _clock()").body
+            for stmt in node.body:
+                if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+                    continue  # docstring
+                key = f"{label} {stmt.lineno:3d}: {ast.unparse(stmt).splitlines()[0][:70]}"
+                totals[key] = 0
+                tick = ast.parse(f"_totals[{key!r}] += _clock() - _t0; _t0 = _clock()").body
+                body.extend(tick[:1] + [stmt] if isinstance(stmt, ast.Return) else [stmt, *tick])
+            node.body = body
+            return node
+
+    tree = ast.fix_missing_locations(Probe().visit(tree))
+    namespace: dict[str, Any] = {**vars(inspect.getmodule(func)), "_clock": time.perf_counter_ns,
+                                 "_totals": totals}
+    exec(compile(tree, f"<probed {func.__qualname__}>", "exec"), namespace)  # noqa: S102
+    return namespace[func.__name__]
+
+
+def breakdown(market: MarketData, num_envs: int, batches: int = 100) -> None:
+    """Print the cost of every statement of one vector step (see the module docstring)."""
+    totals: dict[str, int] = {}
+    step, kernel = engine_module.TradingEngine.step, reward_module.RewardSystem.kernel
+    engine_module.TradingEngine.step = _probed(step, "step", "engine", totals)
+    reward_module.RewardSystem.kernel = _probed(kernel, "step", "reward", totals)
+    try:
+        _time_statements(market, num_envs, batches, totals)
+    finally:
+        engine_module.TradingEngine.step, reward_module.RewardSystem.kernel = step, kernel
+
+
+def _time_statements(market: MarketData, num_envs: int, batches: int,
+                     totals: dict[str, int]) -> None:
+    env = VectorTradingEnv(market, num_envs=num_envs, config=EnvConfig(windows=dict(WINDOWS)))
+    env.reset(seed=0)
+    actions = np.random.default_rng(0).integers(0, env.single_action_space.n, (4096, num_envs))
+    probe: dict[str, int] = {"probe": 0}
+    clock = time.perf_counter_ns
+    probe_ns = []
+    for _ in range(200):
+        t0 = start = clock()
+        for _ in range(100):
+            probe["probe"] += clock() - t0
+            t0 = clock()
+        probe_ns.append((clock() - start) / 100)
+    tick = min(probe_ns)
+    best = dict.fromkeys(totals, float("inf"))
+    for b in range(batches):
+        for key in totals:
+            totals[key] = 0
+        for k in range(200):
+            env.step(actions[(200 * b + k) & 4095])
+        for key, ns in totals.items():
+            best[key] = min(best[key], max(0.0, ns / 200 - tick) / 1000)
+    kernel_call = next(k for k in best if k.startswith("engine") and "reward_kernel(" in k)
+    print(f"per-statement cost of one VectorTradingEnv x{num_envs} step, us (the 'reward' lines "
+          f"run inside '{kernel_call.split(':')[0]}'):")
+    for key, us in best.items():
+        print(f"{us:7.2f}  {key}")
+    own = sum(us for key, us in best.items() if key != kernel_call)
+    print(f"{own:7.2f}  total of the statements (probe cost {tick / 1000:.3f} us subtracted "
+          "from each)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-envs", type=int, default=64, help="sub-envs of the vector env")
@@ -93,6 +176,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each env")
     parser.add_argument("--scaling", type=int, nargs="*", default=[16, 256, 1024],
                         help="other vector sizes to time once each (after the comparison)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time every statement of one step at --num-envs")
     args = parser.parse_args()
     market = load_market()
     print(f"market: DataManager(DataConfig()).market('train'), {len(market.close)} bars, "
@@ -115,6 +200,8 @@ def main() -> None:
         rate = bench_vector(market, n, args.seconds)
         print(f"VectorTradingEnv x{n}: {rate:,.0f} env steps/s, "
               f"{rate / best_theirs:.1f}x forex-v0, {1e6 * n / rate:.1f} us per vector step")
+    if args.breakdown:
+        breakdown(market, args.num_envs)
 
 
 if __name__ == "__main__":

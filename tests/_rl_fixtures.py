@@ -42,6 +42,8 @@ def tiny_fx_values(run_dir: Path, **sections: Any) -> dict[str, Any]:
             "accelerator": "cpu",
             "val_every_n_iterations": 2,
             "enable_progress_bar": False,
+            # one thread: two swing widely on these shared machines (PERFORMANCE.md)
+            "torch_threads": 1,
         },
     }
     return deep_update(values, sections)

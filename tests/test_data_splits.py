@@ -186,9 +186,10 @@ def test_invalid_data_config_names_the_value_and_the_choices(
 
 
 def test_data_config_derives_pip_size_and_price_side() -> None:
-    assert DataConfig().pip_size == 0.0001 and DataConfig().price_side == "ask"
-    assert DataConfig(symbol="USDJPY").pip_size == 0.01
-    assert DataConfig(source="synthetic").price_side == "mid"
+    assert DataConfig().resolved_pip_size == 0.0001
+    assert DataConfig().resolved_price_side == "ask"
+    assert DataConfig(symbol="USDJPY").resolved_pip_size == 0.01
+    assert DataConfig(source="synthetic").resolved_price_side == "mid"
 
 
 def test_periods_per_year_scales_with_the_timeframe() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import warnings
 
 import gymnasium as gym
@@ -11,7 +13,13 @@ from _market_fixtures import random_walk_market, small_config
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
-from fxai_tune.env import EPISODE_KEYS, REWARD_COMPONENTS, TradingEnvironment, VectorTradingEnv
+from fxai_tune.env import (
+    EPISODE_KEYS,
+    REWARD_COMPONENTS,
+    CostConfig,
+    TradingEnvironment,
+    VectorTradingEnv,
+)
 
 # check_env warns about unbounded feature boxes and a missing spec; nothing else is expected.
 _ALLOWED_WARNINGS = ("infinity", "not having a spec")
@@ -107,3 +115,70 @@ def test_single_env_rejects_render_modes_and_steps_before_reset():
     env = TradingEnvironment(market, config=small_config())
     with pytest.raises(RuntimeError, match="reset"):
         env.step(1)
+
+
+def test_info_components_are_reused_buffers_while_step_outputs_are_new_arrays():
+    env = VectorTradingEnv(random_walk_market(300), num_envs=2, config=small_config())
+    env.reset(seed=0)
+    first = env.step(np.array([2, 0]))
+    pnl = first[4]["reward_components"]["pnl"].copy()
+    second = env.step(np.array([0, 2]))
+    # reward_components: the same arrays every step, rewritten in place (documented).
+    assert first[4]["reward_components"] is second[4]["reward_components"]
+    assert not np.array_equal(first[4]["reward_components"]["pnl"], pnl)
+    # rewards, flags, equity and positions are new arrays every step.
+    for i in (1, 2, 3):
+        assert not np.shares_memory(first[i], second[i])
+    for key in ("equity", "position"):
+        assert not np.shares_memory(first[4][key], second[4][key])
+
+
+def test_deep_copied_and_unpickled_vector_envs_step_on_independently_and_identically():
+    env = VectorTradingEnv(random_walk_market(400), num_envs=3,
+                           config=small_config(episode_length=15, position_sizes=[0.5, 1.0]))
+    env.reset(seed=4)
+    actions = np.random.default_rng(2).integers(0, 5, (60, 3))
+    for a in actions[:10]:
+        env.step(a)
+    copies = [copy.deepcopy(env), pickle.loads(pickle.dumps(env))]
+
+    def roll(e):
+        out = []
+        for a in actions[10:]:
+            obs, rew, term, trunc, infos = e.step(a)
+            out.append([obs["1h"].copy(), obs["portfolio"].copy(), rew, term, trunc,
+                        *(v.copy() for v in infos["reward_components"].values())])
+        return out
+
+    reference = roll(env)
+    for other in copies:
+        for x, y in zip(reference, roll(other), strict=True):
+            for u, v in zip(x, y, strict=True):
+                np.testing.assert_array_equal(u, v)
+
+
+def test_steps_without_the_bar_table_match_the_table_exactly(monkeypatch):
+    import fxai_tune.env._engine as engine_module
+
+    market = random_walk_market(500, seed=5)
+    config = small_config(episode_length=40, position_sizes=[0.5, 2.0],
+                          cost=CostConfig(commission_per_lot=2.0))
+    actions = np.random.default_rng(3).integers(0, 5, (150, 4))
+
+    def roll():
+        env = VectorTradingEnv(market, num_envs=4, config=config)
+        env.reset(seed=8)
+        out = []
+        for a in actions:
+            obs, rew, term, trunc, infos = env.step(a)
+            out.append([obs["portfolio"], rew, term, trunc, infos["equity"],
+                        *(v.copy() for v in infos["reward_components"].values())])
+        return env, out
+
+    with_table, expected = roll()
+    monkeypatch.setattr(engine_module, "MAX_BAR_TABLE_BYTES", 0)
+    without_table, got = roll()
+    assert with_table.engine._bar_table is not None and without_table.engine._bar_table is None
+    for x, y in zip(expected, got, strict=True):
+        for u, v in zip(x, y, strict=True):
+            np.testing.assert_array_equal(u, v)

@@ -66,3 +66,11 @@ def test_a_given_mapping_replaces_a_dict_field_whole():
 def test_a_dotted_key_override_changes_only_that_key():
     windows = build_train_config({}, ["env.windows.1h=16"]).env.windows
     assert windows == {**TrainConfig().env.windows, "1h": 16}
+
+
+def test_data_source_decides_price_side_and_pip_size_unless_given():
+    synthetic = build_train_config({"data": {"source": "synthetic"}}).data
+    assert synthetic.resolved_price_side == "mid"
+    jpy = build_train_config({}, ["data.symbol=USDJPY"]).data
+    assert jpy.resolved_pip_size == 0.01
+    assert build_train_config({}, ["data.price_side=bid"]).data.resolved_price_side == "bid"

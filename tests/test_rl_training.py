@@ -116,7 +116,7 @@ def test_non_finite_observation_stops_the_run_naming_it(tmp_path):
             "env_id": "FxaiTestNaN-v0",
             "run_dir": str(tmp_path),
             "ppo": {"n_envs": 2, "n_steps": 16, "batch_size": 32, "total_timesteps": 64},
-            "trainer": {"accelerator": "cpu", "enable_progress_bar": False},
+            "trainer": {"accelerator": "cpu", "enable_progress_bar": False, "torch_threads": 1},
         }
     )
     with pytest.raises(FloatingPointError, match=r"observation at index \(0, 0\) = nan"):
@@ -164,6 +164,7 @@ def test_cartpole_reaches_475_within_100k_steps_in_two_of_three_seeds(tmp_path):
                     "val_every_n_iterations": 1000,
                     "val_episodes": 10,
                     "enable_progress_bar": False,
+                    "torch_threads": 1,
                 },
             }
         )
@@ -199,7 +200,7 @@ def test_agent_captures_half_the_oracle_return_of_a_planted_signal(tmp_path):
             "ppo": {"n_envs": 8, "n_steps": 64, "batch_size": 128, "learning_rate": 1e-3,
                     "gamma": 0.1, "total_timesteps": 50_000},
             "trainer": {"accelerator": "cpu", "val_every_n_iterations": 20,
-                        "enable_progress_bar": False},
+                        "enable_progress_bar": False, "torch_threads": 1},
         }
     )
     run = train(config, loggers=False)

@@ -109,8 +109,9 @@ def backtest(
     )
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
+    ctx: typer.Context,
     config: ConfigOption = None,
     override: OverrideOption = None,
     resume: Annotated[
@@ -120,9 +121,25 @@ def train(
         str | None, typer.Option(help="Where checkpoints, logs and the report go.")
     ] = None,
 ) -> None:
-    """Train the PPO agent from one config file and report on the test split."""
+    """Train the PPO agent from one config file and report on the test split.
+
+    With bare ``key=value`` arguments (and no --config/--resume) it runs the Hydra app
+    instead: ``fxai-tune train model=small ppo.learning_rate=1e-4`` is
+    ``python -m fxai_tune.train model=small ppo.learning_rate=1e-4`` (``-m`` sweeps too).
+    """
     from fxai_tune.rl import final_report, resume_training
     from fxai_tune.rl import train as run_training
+
+    if ctx.args:
+        if config is not None or resume is not None or override or run_dir is not None:
+            raise fail(
+                f"Hydra arguments {ctx.args} cannot be combined with --config/--resume/"
+                "--override/--run-dir; use one front door or the other"
+            )
+        from fxai_tune.train import run_with_args
+
+        run_with_args(ctx.args)
+        return
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if resume is not None:

@@ -59,6 +59,22 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     """Generator settings when ``source == "synthetic"``."""
 
+    @property
+    def resolved_pip_size(self) -> float:
+        """``pip_size``, or the source's: the generator's, 0.01 for JPY pairs, else 0.0001."""
+        if self.pip_size is not None:
+            return float(self.pip_size)
+        if self.source == "synthetic":
+            return float(self.synthetic.pip_size)
+        return 0.01 if "JPY" in self.symbol.upper() else 0.0001
+
+    @property
+    def resolved_price_side(self) -> str:
+        """``price_side``, or the source's: ask for the sample, mid for synthetic, else bid."""
+        if self.price_side is not None:
+            return self.price_side
+        return {"sample": SAMPLE_PRICE_SIDE, "synthetic": "mid"}.get(self.source, "bid")
+
     def __post_init__(self) -> None:
         if isinstance(self.synthetic, Mapping):
             self.synthetic = SyntheticConfig(**self.synthetic)
@@ -79,17 +95,12 @@ class DataConfig:
                 f"timestamp_format must be a strftime format (with %) or one of {EPOCH_UNITS}; "
                 f"got timestamp_format={self.timestamp_format!r}"
             )
-        if self.pip_size is None:
-            if self.source == "synthetic":
-                self.pip_size = self.synthetic.pip_size
-            else:
-                self.pip_size = 0.01 if "JPY" in self.symbol.upper() else 0.0001
-        if not self.pip_size > 0:
+        # pip_size and price_side stay None when not given and are derived from the source
+        # when read (`resolved_*`): a structured config instantiates the defaults once, so
+        # deriving them here would freeze the sample's values into every other source.
+        if self.pip_size is not None and not self.pip_size > 0:
             raise ValueError(f"pip_size must be > 0; got pip_size={self.pip_size!r}")
-        if self.price_side is None:
-            sides = {"sample": SAMPLE_PRICE_SIDE, "synthetic": "mid"}
-            self.price_side = sides.get(self.source, "bid")
-        if self.price_side not in PRICE_SIDES:
+        if self.price_side is not None and self.price_side not in PRICE_SIDES:
             raise ValueError(
                 f"price_side must be one of {PRICE_SIDES}; got price_side={self.price_side!r}"
             )

@@ -339,7 +339,7 @@ class DataManager:
             high=a["high"],
             low=a["low"],
             close=a["close"],
-            price_side=str(self.config.price_side),
+            price_side=self.config.resolved_price_side,
             spread=a["spread"],
             hour_of_day=a["hour_of_day"],
             features=dict(features),
@@ -348,7 +348,7 @@ class DataManager:
             base_timeframe=self.base_timeframe,
             start=split.start,
             end=split.end,
-            pip_size=float(self.config.pip_size),
+            pip_size=self.config.resolved_pip_size,
             periods_per_year=float(self.periods_per_year),
             volatility=a["volatility"],
         )

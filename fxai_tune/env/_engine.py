@@ -9,10 +9,20 @@ One step of an env at decision bar ``t`` that holds ``pos`` units and targets ``
     gap   = pos * (mid_open[t+1] - mid_close[t])        # old position across the bar boundary
     cost  = |new - pos| * unit_cost[t+1] * cost_scale   # fill at open[t+1]
     body  = new * (mid_close[t+1] - mid_open[t+1])      # new position over bar t+1
-    E_new = E_old + gap + body - cost                   # equity marked at the mid close
+    E_new = E_old + (gap + body) - cost                 # equity marked at the mid close
 
-State lives in packed ``(k, N)`` float64 arrays (rows contiguous) so each line of the step is one
-numpy call over all envs; at N=64 the per-call overhead, not the arithmetic, sets the pace.
+At N=64 a numpy call costs ~0.2-0.5 us of dispatch and ~nothing of arithmetic, so the step is
+laid out to make as few calls as possible (see ``docs/benchmarks.md``):
+
+- Everything that depends only on the transition ``tau = (old action, new action)`` and the bar
+  ``t`` is precomputed: ``_tau_table[:, tau]`` (flags, multipliers, output slots) and
+  ``_bar_table[:, (t - first) * A^2 + tau]`` (PnL, costs and their per-trade splits, already
+  combined), so one ``take`` each gives every coefficient of the step.
+- The account state is one ``(27, N)`` float64 array whose rows are ordered so that the
+  quantities updated the same way are adjacent: equity, steps left, open-trade PnL and the
+  counters all advance by one multiply and one add (``state = state * mult + add``).
+- Operands are same-shape contiguous arrays or 0-d arrays (broadcasting and Python floats cost
+  2-5x more per call), outputs are written with positional ``out`` arguments.
 """
 
 from __future__ import annotations
@@ -24,29 +34,65 @@ import numpy as np
 
 from fxai_tune.data._market import MarketData
 from fxai_tune.env._config import EnvConfig
-from fxai_tune.env._reward import REWARD_COMPONENTS, RewardSystem
+from fxai_tune.env._reward import DSR_ROWS, REWARD_COMPONENTS, RewardSystem, dsr_state
 from fxai_tune.env._tables import BODY, GAP, UNIT_COST, MarketTables
 
-__all__ = ["EPISODE_KEYS", "StepResult", "TradingEngine"]
+__all__ = ["EPISODE_KEYS", "MAX_BAR_TABLE_BYTES", "StepResult", "TradingEngine"]
 
 EPISODE_KEYS = ("reward", "length", "trades", "wins", "losses", "total_return", "sharpe",
                 "max_drawdown")
 """Keys of the episode statistics reported at the end of every episode."""
 
-# Rows of the transition table, column a_old * n_actions + a_new. Rows 0-4 are multiplied by
-# the bar rows [gap, body, unit_cost, unit_cost, unit_cost]; rows 5-6 and 7-8 update the
-# [flat, hold] counters in one call each (hence the same-side flag twice).
-(_POS_OLD, _POS_NEW, _ABS_DELTA, _CLOSE_UNITS, _TP_COST_UNITS, _ONE, _SAME_SIDE, _FLAT, _IN_POS,
- _CHANGED, _CLOSED, _SAME_SIDE2, _POS_FRAC) = range(13)
-_N_TRANSITION_ROWS = 13
+MAX_BAR_TABLE_BYTES = 256 * 2**20
+"""Largest per-(bar, transition) table built; longer splits or many actions compute the same
+rows from the bar and transition tables at each step (same numbers, ~8 more numpy calls)."""
 
-# Named views of the packed state, for get_state / set_state.
-_STATE_ARRAYS = ("_eq", "_dd", "_peak", "_max_dd", "_cnt", "_dsr", "_acc", "_trd", "_tp", "_t",
-                 "_start", "_stop", "_act_a")
+# Rows of the packed state `_s`, ordered so that rows updated alike are adjacent:
+# - SLACK_FLAT .. TP are multiplied by one take of the transition table (1 for LEFT and the
+#   equities), SLACK_FLAT .. LEFT get added transition-table rows and E1 .. TP bar-table rows;
+#   E1 and E2 hold E_old at the start of a step, so that E1 = E_old + gross, E2 = E_old + net;
+# - DD_DIFF, SLACK_FLAT, SLACK_HOLD give three reward components by one minimum;
+# - E0, E1, E2 give the two log returns by one division; LEFT, E0 (= E2 once the step is
+#   carried over) find ends and margin calls by one comparison.
+(_DD_DIFF, _SLACK_FLAT, _SLACK_HOLD, _HOLD, _LEFT, _E0, _E1, _E2, _TP) = range(9)
+_MUL = slice(_SLACK_FLAT, _TP + 1)
+_ADD_TAU = slice(_SLACK_FLAT, _LEFT + 1)
+_ADD_BAR = slice(_E1, _TP + 1)
+_COMP = _TP + 1  # 6 reward components, REWARD_COMPONENTS order
+_PEAK = _COMP + len(REWARD_COMPONENTS)
+_MAX_DD = _PEAK + 1
+_DD_OLD = _MAX_DD + 1  # drawdown before the step
+_DSR = _DD_OLD + 1  # DSR_ROWS rows, see reward.dsr_state
+_ACC = _DSR + DSR_ROWS  # episode sums: reward, R_t, R_t^2, trades, closed trades, wins
+_S_ROWS = _ACC + 6
+# Rows of the transition table (one column per tau = old * A + new): multipliers of _MUL, rows
+# added to _ADD_TAU, rows added to the episode sums (slots filled during the step), the
+# portfolio observation (slots but the first), and the new position in units.
+_N_MUL = _TP - _SLACK_FLAT + 1
+_N_ADD_TAU = _LEFT - _SLACK_FLAT + 1
+_Q_ACC = _N_MUL + _N_ADD_TAU
+_Q_REWARD, _Q_R, _Q_R2, _Q_CHANGED, _Q_CLOSED, _Q_WON = range(_Q_ACC, _Q_ACC + 6)
+_Q_POS_FRAC, _Q_OPEN_PNL, _Q_TIME, _Q_DD = range(_Q_ACC + 6, _Q_ACC + 10)
+_Q_POSITION = _Q_ACC + 10
+_Q_ROWS = _Q_POSITION + 1
+# Rows of the bar table (one column per (t, tau)): rows added to _ADD_BAR (gross PnL, net PnL,
+# open-trade PnL), and the PnL that decides whether the round trip closed by this step won
+# (-inf when none closes). Kept this short: at N=64 each row costs 64 cache misses a step.
+_N_ADD_BAR = _TP - _E1 + 1
+_B_WIN = _N_ADD_BAR
+_B_ROWS = _N_ADD_BAR + 1
+
+_ONE = np.array(1.0)
+_UFUNCS = (np.add, np.multiply, np.subtract, np.divide, np.maximum, np.less, np.greater,
+           np.heaviside)
+_ZERO = np.array(0.0)
 
 
 class StepResult(NamedTuple):
-    """What one engine step returns; every array is new (no later step writes into it).
+    """What one engine step returns.
+
+    Every array is new (no later step writes into it) except ``components``, a view of the
+    engine's state that the next step overwrites: read or copy it before stepping again.
 
     Attributes:
         obs: Observation per branch, ``(N, ...)``; rows of envs that ended hold the reset
@@ -54,7 +100,8 @@ class StepResult(NamedTuple):
         reward: ``(N,)`` float64.
         terminated: ``(N,)`` bool, margin call.
         truncated: ``(N,)`` bool, episode length or split end reached (never with terminated).
-        components: ``(6, N)`` raw reward components, rows in ``REWARD_COMPONENTS`` order.
+        components: ``(6, N)`` raw reward components, rows in ``REWARD_COMPONENTS`` order
+            (reused buffer, see above).
         equity: ``(N,)`` equity after the step (before any autoreset).
         position: ``(N,)`` position in units after the step (before any autoreset).
         done: Indices of the envs whose episode ended this step.
@@ -94,48 +141,115 @@ class TradingEngine:
         self.n_actions = config.n_actions
         self.flat_action = len(config.position_sizes)
         self.targets = np.array(config.target_lots(), dtype=np.float64) * config.lot_size
-        self._trans = self._transition_table()
-        base = self.tables.bars
-        self._bars_base = np.ascontiguousarray(
-            base[:, [GAP, BODY, UNIT_COST, UNIT_COST, UNIT_COST]].T)
-        self._margin_level = config.margin_call_fraction * config.initial_equity
-        self._inv_time_scale = 1.0 / config.position_time_scale
+        self._tau_table, self._bar_coef = self._transition_tables()
         self.rngs: list[np.random.Generator] = [np.random.default_rng() for _ in range(num_envs)]
         n = num_envs
-        self._eq = np.full((3, n), config.initial_equity)  # E_old, E_old + gross, E_new
-        self._dd = np.zeros((2, n))  # drawdown before, after the step
-        self._peak = np.full(n, config.initial_equity)
-        self._max_dd = np.zeros(n)
-        self._cnt = np.zeros((2, n))  # consecutive steps flat, in the position
-        self._dsr = np.zeros((2, n))  # A, B of the differential Sharpe ratio
-        self._acc = np.zeros((3, n))  # episode reward, sum of R_t, sum of R_t^2
-        self._trd = np.zeros((3, n))  # position changes, closed round trips, winning ones
-        self._tp = np.zeros(n)  # PnL of the open round trip, its costs included
-        self._ret = np.zeros((2, n))  # scratch: R_t, R_t^2
-        self._t = np.zeros(n, dtype=np.intp)
+        self._shape = (n,)
+        self._n_actions_u = np.array(self.n_actions, dtype=np.uintp)
+        self._n_actions_i = np.array(self.n_actions, dtype=np.intp)
+        self._inv_time_scale = np.array(1.0 / config.position_time_scale)
+        # Ends: steps left < 0.5 (length or split end), equity < margin level (margin call).
+        self._end_levels = np.empty((2, n))
+        self._end_levels[0] = 0.5
+        self._end_levels[1] = config.margin_call_fraction * config.initial_equity
+        self._s_reset = np.zeros(_S_ROWS)
+        self._s_reset[[_E0, _E1, _E2, _PEAK]] = config.initial_equity
+        self._s_reset[[_SLACK_FLAT, _SLACK_HOLD]] = self.reward_system.thresholds
+        self._s_reset[_DSR:_DSR + DSR_ROWS] = dsr_state(1)[:, 0]
+        self._s = np.repeat(self._s_reset[:, None], n, axis=1)
+        # [t, (t - first) * A^2]: the decision bar and its column offset in the bar table.
+        self._tt = np.zeros((2, n), dtype=np.intp)
+        self._tt_step = np.empty((2, n), dtype=np.intp)
+        self._tt_step[0] = 1
+        self._tt_step[1] = self.n_actions**2
         self._start = np.zeros(n, dtype=np.intp)
-        self._stop = np.zeros(n, dtype=np.intp)
-        self._act_a = np.full(n, self.flat_action * self.n_actions, dtype=np.intp)
+        self._old_a = np.full(n, self.flat_action * self.n_actions, dtype=np.intp)  # old * A
+        self._all_envs = np.arange(n)
+        self._bind()
         self.set_difficulty(config.curriculum.difficulty)
 
-    def _transition_table(self) -> np.ndarray:
-        """Column ``a_old * A + a_new``: what moving from action ``a_old`` to ``a_new`` implies."""
+    # Attributes derived from the arrays above (views, closures over them), rebuilt on unpickling
+    # or deep copy so that they point into the new arrays.
+    _BOUND = ("_b", "_q", "_views", "_components", "component_views")
+
+    def _bind(self) -> None:
+        """Make the step's views, scratch rows and kernels once: a slice costs ~0.07 us, an
+        attribute lookup ~0.01-0.02 us, a numpy call ~0.2-0.5 us, a whole step at N=64 ~25 us."""
+        s, n = self._s, self.num_envs
+        self._b = b = np.empty((_B_ROWS, n))  # bar-table rows of the step
+        self._q = q = np.empty((_Q_ROWS, n))  # transition-table rows of the step
+        self._components = components = s[_COMP:_COMP + len(REWARD_COMPONENTS)]
+        self.component_views = self.reward_system.breakdown(components)
+        """Name -> ``(N,)`` reward component of the last step; the same arrays, rewritten in
+        place by every step."""
+        reward_kernel = self.reward_system.kernel(
+            s[_E0:_E2 + 1], s[_DD_DIFF:_SLACK_HOLD + 1], s[_DSR:_DSR + DSR_ROWS], components,
+            q[_Q_R:_Q_R2 + 1], q[_Q_REWARD])
+        self._views = (
+            s[_TP], s[_MUL], s[_ADD_TAU], s[_ADD_BAR], s[_E2], s[_PEAK], s[_MAX_DD], s[_DD_OLD],
+            s[_DD_DIFF], s[_LEFT:_E0 + 1], s[_E0:_E2], s[_HOLD], s[_ACC:], self._tt,
+            self._tt[0], self._tt[1], self._tt_step, b, b[:_N_ADD_BAR], b[_B_WIN], q,
+            q[:_N_MUL], q[_N_MUL:_Q_ACC], q[_Q_WON], q[_Q_DD], q[_Q_REWARD], q[_Q_ACC:_Q_ACC + 6], q[_Q_OPEN_PNL], q[_Q_TIME], q[_Q_POS_FRAC:_Q_DD + 1].T,
+            q[_Q_POSITION], self._tau_table, self._n_actions_i, self._inv_time_scale,
+            self._end_levels, reward_kernel, self.tables.window_gatherer(n), components)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for name in self._BOUND:
+            del state[name]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._bind()
+
+    def _transition_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """The transition table ``(_Q_ROWS, A^2)`` and the bar-table coefficients
+        ``(4, _B_ROWS, A^2)``: bar-table row ``r`` at bar ``t`` is
+        ``((c[0, r] gap_t + c[1, r] body_t) + c[2, r] unit_cost_t) + c[3, r]``."""
         a = self.n_actions
-        table = np.zeros((_N_TRANSITION_ROWS, a * a), dtype=np.float64)
+        thr_flat, thr_hold = self.reward_system.thresholds
+        tau_table = np.zeros((_Q_ROWS, a * a))
+        coef = np.zeros((4, _B_ROWS, a * a))
         for old in range(a):
             for new in range(a):
                 p_old, p_new = self.targets[old], self.targets[new]
                 s_old, s_new = np.sign(p_old), np.sign(p_new)
                 closed = s_old != 0 and s_new != s_old
                 opened = s_new != 0 and s_new != s_old
-                same = s_new == s_old
+                same = float(s_new == s_old)
+                flat, in_pos = float(s_new == 0), float(s_new != 0)
                 delta = abs(p_new - p_old)
-                table[:, old * a + new] = (
-                    p_old, p_new, delta, abs(p_old) * closed,
-                    delta * same + abs(p_new) * opened,  # costs charged to the open trade
-                    1.0, same, s_new == 0, s_new != 0, p_new != p_old, closed, same,
-                    p_new / self.targets[-1])
-        return table
+                # Round trips: one closes when the side changes away from a position; the
+                # costs of a flip are split per unit between the closing and the opening trade.
+                close_units = abs(p_old) * closed
+                tp_cost_units = delta * same + abs(p_new) * opened
+                col = old * a + new
+                # Counters: slack = threshold - counter, and counter' = counter * mult + flag.
+                tau_table[:_N_MUL, col] = (flat, same * in_pos, same * in_pos, 1.0, 1.0, 1.0,
+                                           1.0, same)
+                tau_table[_N_MUL:_Q_ACC, col] = (thr_flat * (1.0 - flat) - flat,
+                                                 thr_hold * (1.0 - same * in_pos) - in_pos,
+                                                 in_pos, -1.0)
+                tau_table[[_Q_CHANGED, _Q_CLOSED, _Q_POS_FRAC, _Q_POSITION], col] = (
+                    float(p_new != p_old), float(closed), p_new / self.targets[-1], p_new)
+                # Columns: gap, body, unit cost, constant.
+                coef[:, _E1 - _E1, col] = (p_old, p_new, 0.0, 0.0)  # gross PnL
+                coef[:, _E2 - _E1, col] = (p_old, p_new, -delta, 0.0)  # net PnL
+                coef[:, _TP - _E1, col] = (same * p_old, p_new, -tp_cost_units, 0.0)
+                coef[:, _B_WIN, col] = ((p_old, 0.0, -close_units, 0.0) if closed
+                                        else (0.0, 0.0, 0.0, -np.inf))
+        return tau_table, coef
+
+    @staticmethod
+    def _bar_rows(coef: np.ndarray, bars: np.ndarray) -> np.ndarray:
+        """Bar-table rows from coefficients ``(4, rows, ...)`` and bars ``(3, ...)``, both
+        broadcast to the same trailing shape (the one formula behind both paths)."""
+        rows = np.multiply(coef[0], bars[0])
+        rows += np.multiply(coef[1], bars[1])
+        rows += np.multiply(coef[2], bars[2])
+        rows += coef[3]
+        return rows
 
     # ------------------------------------------------------------------ curriculum
 
@@ -162,12 +276,21 @@ class TradingEngine:
         cur = self.config.curriculum
         self._difficulty = level
         self.cost_scale = cur.min_cost_scale + (1.0 - cur.min_cost_scale) * level
-        self._bars = self._bars_base.copy()
-        self._bars[2:] *= self.cost_scale
+        tables = self.tables
+        # Bars of the decisions t in [first, last): gap, body, scaled unit cost.
+        self._bars = np.ascontiguousarray(
+            tables.bars[tables.first:tables.last, [GAP, BODY, UNIT_COST]].T)
+        self._bars[2] *= self.cost_scale
+        n_cols = self._bars.shape[1] * self.n_actions**2
+        if _B_ROWS * n_cols * 8 <= MAX_BAR_TABLE_BYTES:
+            rows = self._bar_rows(self._bar_coef[:, :, None, :], self._bars[:, None, :, None])
+            self._bar_table: np.ndarray | None = rows.reshape(_B_ROWS, n_cols)
+        else:
+            self._bar_table = None
+            self._bar_coef_flat = self._bar_coef.reshape(4 * _B_ROWS, -1)
         full = self.config.episode_length
         shortest = min(cur.min_episode_length, full)
         self.episode_length = round(shortest + (full - shortest) * level)
-        tables = self.tables
         hi = max(tables.first, tables.last - self.episode_length)
         starts = np.arange(tables.first, hi + 1, dtype=np.intp)
         self.volatility_quantile = (cur.min_volatility_quantile
@@ -184,9 +307,11 @@ class TradingEngine:
 
     # ------------------------------------------------------------------ state
 
+    _STATE_ARRAYS = ("_s", "_tt", "_start", "_old_a")
+
     def get_state(self) -> dict[str, Any]:
         """Deep copy of everything mutable: account arrays, RNG states and the difficulty."""
-        state: dict[str, Any] = {name: getattr(self, name).copy() for name in _STATE_ARRAYS}
+        state: dict[str, Any] = {name: getattr(self, name).copy() for name in self._STATE_ARRAYS}
         state["rngs"] = [copy.deepcopy(rng.bit_generator.state) for rng in self.rngs]
         state["difficulty"] = self._difficulty
         return state
@@ -196,8 +321,12 @@ class TradingEngine:
         if len(state["rngs"]) != self.num_envs:
             raise ValueError(f"state holds {len(state['rngs'])} envs, this engine has "
                              f"{self.num_envs}")
+        missing = [name for name in self._STATE_ARRAYS if name not in state]
+        if missing:
+            raise ValueError(f"state lacks {missing}: it was saved by another version of the "
+                             "engine; keys: " + ", ".join(sorted(state)))
         self.set_difficulty(state["difficulty"])
-        for name in _STATE_ARRAYS:
+        for name in self._STATE_ARRAYS:
             getattr(self, name)[...] = state[name]
         for rng, rng_state in zip(self.rngs, state["rngs"], strict=True):
             rng.bit_generator.state = copy.deepcopy(rng_state)
@@ -207,44 +336,46 @@ class TradingEngine:
     @property
     def t(self) -> np.ndarray:
         """Current decision bar of each env (copy)."""
-        return self._t.copy()
+        return self._tt[0].copy()
 
     @property
     def equity(self) -> np.ndarray:
         """Current equity of each env (copy)."""
-        return self._eq[0].copy()
+        return self._s[_E0].copy()
+
+    @property
+    def components(self) -> np.ndarray:
+        """``(6, N)`` reward components of the last step: a view that every step overwrites."""
+        return self._components
 
     @property
     def position(self) -> np.ndarray:
         """Current position of each env in units (copy)."""
-        return self.targets[self._act_a // self.n_actions]
+        return self.targets[self._old_a // self.n_actions]
 
     # ------------------------------------------------------------------ reset / step
 
     def reset(self, indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Start a new episode in envs ``indices`` (all by default), in index order, each drawing
         its start from its own RNG; returns their observations (rows in ``indices`` order)."""
-        idx = np.arange(self.num_envs) if indices is None else np.asarray(indices, dtype=np.intp)
-        last = self.tables.last
+        idx = self._all_envs if indices is None else np.asarray(indices, dtype=np.intp)
+        tables = self.tables
         if self.config.mode == "random":
             starts = np.array([self.starts[self.rngs[i].integers(len(self.starts))] for i in idx],
                               dtype=np.intp)
-            stops = np.minimum(starts + self.episode_length, last)
+            stops = np.minimum(starts + self.episode_length, tables.last)
         else:
-            starts = np.full(len(idx), self.tables.first, dtype=np.intp)
-            stops = np.full(len(idx), last, dtype=np.intp)
-        self._t[idx] = starts
+            starts = np.full(len(idx), tables.first, dtype=np.intp)
+            stops = np.full(len(idx), tables.last, dtype=np.intp)
+        self._tt[0, idx] = starts
+        self._tt[1, idx] = (starts - tables.first) * self.n_actions**2
         self._start[idx] = starts
-        self._stop[idx] = stops
-        self._act_a[idx] = self.flat_action * self.n_actions
-        initial = self.config.initial_equity
-        self._eq[:, idx] = initial
-        self._peak[idx] = initial
-        for arr in (self._dd, self._cnt, self._dsr, self._acc, self._trd):
-            arr[:, idx] = 0.0
-        self._max_dd[idx] = 0.0
-        self._tp[idx] = 0.0
-        obs = self.tables.gather_windows(starts)
+        self._old_a[idx] = self.flat_action * self.n_actions
+        # (the component rows still describe the step that ended these episodes)
+        self._s[:_COMP, idx] = self._s_reset[:_COMP, None]
+        self._s[_PEAK:, idx] = self._s_reset[_PEAK:, None]
+        self._s[_LEFT, idx] = stops - starts
+        obs = tables.gather_windows(starts)
         obs["portfolio"] = np.zeros((len(idx), 4), dtype=np.float32)
         return obs
 
@@ -258,68 +389,55 @@ class TradingEngine:
         """
         a = np.asarray(actions, dtype=np.intp)
         # Negative actions view as huge unsigned ints: one comparison catches both ends.
-        if a.shape != (self.num_envs,) or np.count_nonzero(
-                np.greater_equal(a.view(np.uintp), self.n_actions)):
+        if a.shape != self._shape or _any(np.greater_equal(a.view(np.uintp), self._n_actions_u)):
             raise ValueError(f"actions must be {self.num_envs} ints in [0, {self.n_actions}), "
                              f"got {actions!r}")
-        tr = self._trans.take(self._act_a + a, axis=1)
-        prod = tr[:5] * self._bars.take(self._t, axis=1)
-        old_pnl, new_pnl, cost, close_cost, tp_cost = prod
-        eq = self._eq
-        np.add(eq[0], old_pnl, out=eq[1])
-        eq[1] += new_pnl
-        e_new = np.subtract(eq[1], cost, out=eq[2])
-
-        # Round trips: one closes when the side changes away from a position; the costs of a
-        # flip are split per unit between the closing and the opening trade.
-        tp = self._tp
-        tp += old_pnl
-        won = tp - close_cost
-        won *= tr[_CLOSED]
-        self._trd[2] += won > 0.0
-        self._trd[:2] += tr[_CHANGED:_CLOSED + 1]
-        tp *= tr[_SAME_SIDE2]
-        tp += new_pnl
-        tp -= tp_cost
-        cnt = self._cnt
-        cnt *= tr[_ONE:_SAME_SIDE + 1]
-        cnt += 1.0
-        cnt *= tr[_FLAT:_IN_POS + 1]
-
-        dd = self._dd
-        np.maximum(self._peak, e_new, out=self._peak)
-        np.divide(e_new, self._peak, out=dd[1])
-        np.subtract(1.0, dd[1], out=dd[1])
-        np.maximum(self._max_dd, dd[1], out=self._max_dd)
-        comps = np.empty((len(REWARD_COMPONENTS), self.num_envs))
-        self.reward_system.compute(eq, dd, cnt, self._dsr, comps, self._ret)
-        reward = self.reward_system.reward(comps)
-        acc = self._acc
-        acc[0] += reward
-        acc[1:] += self._ret
-        equity = e_new.copy()
-        eq[0] = equity
-        dd[0] = dd[1]
-        self._act_a = a * self.n_actions
-        t = self._t
-        t += 1
-
-        terminated = equity < self._margin_level
-        over = t >= self._stop
-        truncated = over > terminated
-        over |= terminated
-        obs = self.tables.gather_windows(t)
-        port = np.empty((self.num_envs, 4), dtype=np.float32)
-        port[:, 0] = tr[_POS_FRAC]
-        np.divide(tp, equity, out=port[:, 1])
-        np.multiply(cnt[1], self._inv_time_scale, out=port[:, 2])
-        port[:, 3] = dd[1]
-        obs["portfolio"] = port
+        # Local names: ~20 ns a call less than np.<name>, ~0.01 us per attribute lookup.
+        add, multiply, subtract, divide, maximum, less, greater, heaviside = _UFUNCS
+        (tp, mul, add_tau, add_bar, e2, peak, max_dd, dd_old, dd_diff, left_e0, e01, hold, acc,
+         tt, t, t_col, tt_step, b, b_add, b_win, q, q_mul, q_add, won, dd, reward, q_acc,
+         open_pnl, time_in_pos, portfolio, position, tau_table, n_actions, inv_time_scale,
+         end_levels, reward_kernel, gather, components) = self._views
+        tau = add(self._old_a, a)
+        # "clip": indices are in range, and take writes into `out` without a temporary copy.
+        tau_table.take(tau, axis=1, out=q, mode="clip")
+        if self._bar_table is not None:
+            self._bar_table.take(add(t_col, tau), axis=1, out=b, mode="clip")
+        else:
+            b[...] = self._bar_rows(
+                self._bar_coef_flat.take(tau, axis=1).reshape(4, _B_ROWS, -1),
+                self._bars.take(t - self.tables.first, axis=1)[:, None, :])
+        self._old_a = multiply(a, n_actions)
+        # A round trip closed by this step won if its PnL, costs of both sides included, is > 0.
+        add(tp, b_win, won)
+        heaviside(won, _ZERO, won)
+        # Counters, steps left, open-trade PnL, equity (E1 = E_old + gross, E2 = E_old + net).
+        multiply(mul, q_mul, mul)
+        add(add_tau, q_add, add_tau)
+        add(add_bar, b_add, add_bar)
+        maximum(peak, e2, out=peak)
+        divide(e2, peak, dd)
+        subtract(_ONE, dd, dd)
+        maximum(max_dd, dd, out=max_dd)
+        subtract(dd_old, dd, dd_diff)
+        dd_old[...] = dd
+        reward_kernel()
+        add(acc, q_acc, acc)
+        divide(tp, e2, open_pnl)
+        multiply(hold, inv_time_scale, time_in_pos)
+        equity = e2.copy()
+        e01[...] = e2  # E_old of the next step, also in the E1 slot
+        ends = less(left_e0, end_levels)  # rows: out of steps, margin call
+        terminated = ends[1]
+        truncated = greater(ends[0], terminated)
+        add(tt, tt_step, tt)
+        obs = gather(t)
+        obs["portfolio"] = np.ascontiguousarray(portfolio, dtype=np.float32)
 
         episode = final_obs = None
         done = _EMPTY
-        if np.count_nonzero(over):
-            done = np.flatnonzero(over)
+        if _any(ends):
+            done = np.flatnonzero(ends[0] | ends[1])
             episode = self._episode_stats(done)
             if autoreset:
                 final_obs = {k: np.zeros_like(v) for k, v in obs.items()}
@@ -327,8 +445,8 @@ class TradingEngine:
                     final_obs[k][done] = v[done]
                 for k, v in self.reset(done).items():
                     obs[k][done] = v
-        return StepResult(obs, reward, terminated, truncated, comps, equity, tr[_POS_NEW],
-                          done, episode, final_obs)
+        return StepResult(obs, reward.copy(), terminated, truncated, components, equity,
+                          position.copy(), done, episode, final_obs)
 
     def _episode_stats(self, done: np.ndarray) -> dict[str, np.ndarray]:
         """Statistics of the episodes ending at rows ``done`` (0 in the other rows).
@@ -341,24 +459,31 @@ class TradingEngine:
         counted.
         """
         n = self.num_envs
-        length = (self._t[done] - self._start[done]).astype(np.float64)
-        mean = self._acc[1, done] / length
-        var = (self._acc[2, done] - length * mean * mean) / np.maximum(length - 1.0, 1.0)
+        acc = self._s[_ACC:, done]  # reward, R, R^2, trades, closed, wins
+        length = (self._tt[0, done] - self._start[done]).astype(np.float64)
+        mean = acc[1] / length
+        var = (acc[2] - length * mean * mean) / np.maximum(length - 1.0, 1.0)
         ok = (length > 1) & (var > 1e-300)
         sharpe = np.where(ok, mean / np.sqrt(np.where(ok, var, 1.0)), 0.0)
         sharpe *= np.sqrt(self.tables.periods_per_year)
         stats = {k: np.zeros(n, dtype=np.float64) for k in EPISODE_KEYS}
         for k in ("length", "trades", "wins", "losses"):
             stats[k] = np.zeros(n, dtype=np.int64)
-        stats["reward"][done] = self._acc[0, done]
+        stats["reward"][done] = acc[0]
         stats["length"][done] = length
-        stats["trades"][done] = self._trd[0, done]
-        stats["wins"][done] = self._trd[2, done]
-        stats["losses"][done] = self._trd[1, done] - self._trd[2, done]
-        stats["total_return"][done] = self._eq[0, done] / self.config.initial_equity - 1.0
+        stats["trades"][done] = acc[3]
+        stats["wins"][done] = acc[5]
+        stats["losses"][done] = acc[4] - acc[5]
+        stats["total_return"][done] = self._s[_E0, done] / self.config.initial_equity - 1.0
         stats["sharpe"][done] = sharpe
-        stats["max_drawdown"][done] = self._max_dd[done]
+        stats["max_drawdown"][done] = self._s[_MAX_DD, done]
         return stats
+
+
+def _any(mask: np.ndarray) -> bool:
+    """Whether a bool array holds a True: 0.08 us at N=64, against 0.2 us for
+    ``np.count_nonzero`` (a Python wrapper) and 0.7 us for ``mask.any()`` (a ufunc reduction)."""
+    return b"\x01" in mask.tobytes()
 
 
 _EMPTY = np.zeros(0, dtype=np.intp)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -148,3 +150,23 @@ class MarketTables:
             else:
                 out[tf] = self.features[tf].take(first[:, None] + np.arange(w), axis=0)
         return out
+
+    def window_gatherer(self, num_envs: int) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+        """:meth:`gather_windows` for exactly ``num_envs`` in-range bars, with its index buffer
+        and row views made once (the step's hot path: one ``take`` per timeframe)."""
+        idx = np.empty((len(self.timeframes), num_envs), dtype=np.intp)
+        window_index = self.window_index
+        plan = tuple((tf, self.windows[tf], first)
+                     for tf, first in zip(self.timeframes, idx, strict=True))
+        if any(win is None for _, win, _ in plan):
+            return self.gather_windows
+
+        def gather(t: np.ndarray) -> dict[str, np.ndarray]:
+            window_index.take(t, axis=1, out=idx, mode="clip")  # "clip": no temporary copy
+            obs = {}
+            for tf, win, first in plan:
+                obs[tf] = win.take(first, axis=0)
+            return obs
+
+        return gather
+

@@ -146,6 +146,11 @@ class CurriculumConfig:
             raise ValueError("curriculum.stages is empty; give at least one stage")
         for i, stage in enumerate(self.stages):
             _check_range(f"curriculum.stages[{i}].difficulty", stage.difficulty, 0.0, 1.0)
+        if self.min_validations_per_stage < 1:
+            raise ValueError(
+                "curriculum.min_validations_per_stage must be >= 1, "
+                f"got {self.min_validations_per_stage!r}"
+            )
 
     def threshold(self, stage: int) -> float | None:
         """Promotion threshold of stage ``stage``; None for the last stage."""
@@ -153,11 +158,6 @@ class CurriculumConfig:
             return None
         own = self.stages[stage].promotion_threshold
         return self.promotion_threshold if own is None else own
-        if self.min_validations_per_stage < 1:
-            raise ValueError(
-                "curriculum.min_validations_per_stage must be >= 1, "
-                f"got {self.min_validations_per_stage!r}"
-            )
 
 
 @dataclass

@@ -11,8 +11,8 @@ than samplers are left out)::
     hydra/sweeper/pruner=median|percentile|successive_halving|hyperband|threshold|wilcoxon|nop
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: Hydra's plugin scanner executes this module
+# before it is in ``sys.modules``, where dataclasses cannot resolve string annotations.
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,7 +241,10 @@ class FxaiOptunaSweeperConf:
     """``hydra/sweeper=fxai_optuna``: Optuna search over Hydra overrides, with pruning."""
 
     _target_: str = SWEEPER_TARGET
-    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": None}])
+    # _self_ first: a selected hydra/sweeper/pruner option must override ``pruner: None``
+    defaults: list[Any] = field(
+        default_factory=lambda: ["_self_", {"sampler": "tpe"}, {"pruner": None}]
+    )
 
     sampler: SamplerConfig = MISSING
     """Instantiable Optuna sampler; pick one with ``hydra/sweeper/sampler=NAME``."""

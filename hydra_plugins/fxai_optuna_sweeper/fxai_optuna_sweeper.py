@@ -6,6 +6,9 @@ module stays light: no Optuna import until a sweep starts.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+import types
 from typing import Any
 
 from hydra.plugins.sweeper import Sweeper
@@ -64,11 +67,32 @@ class OptunaSweeper(FxaiOptunaSweeper):
     """Stand-in for ``hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper``.
 
     Configs written for hydra-optuna-sweeper (lightning-hydra-template's ``hparams_search``)
-    often pin ``hydra.sweeper._target_`` to that class. Hydra finds plugin classes by
-    ``module.name``, so this subclass registers under that name and such a config runs with
-    only ``override hydra/sweeper: optuna`` changed to ``fxai_optuna``. When the real plugin
-    is installed, Hydra registers its class after this one and the name refers to it.
+    often pin ``hydra.sweeper._target_`` to that class. So that such a config runs with only
+    ``override hydra/sweeper: optuna`` changed to ``fxai_optuna``, this subclass carries that
+    class's name (Hydra finds plugin classes by ``module.name``) and, when hydra-optuna-sweeper
+    is not installed, `_install_compat_module` makes the name importable. When it is installed,
+    its own class keeps the name.
     """
 
 
-OptunaSweeper.__module__ = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper"
+_COMPAT_PACKAGE = "hydra_plugins.hydra_optuna_sweeper"
+OptunaSweeper.__module__ = f"{_COMPAT_PACKAGE}.optuna_sweeper"
+
+
+def _install_compat_module() -> None:
+    """Register ``hydra_plugins.hydra_optuna_sweeper.optuna_sweeper`` -> `OptunaSweeper` in
+    ``sys.modules`` unless hydra-optuna-sweeper is installed."""
+    if _COMPAT_PACKAGE in sys.modules or importlib.util.find_spec(_COMPAT_PACKAGE) is not None:
+        return
+    package = types.ModuleType(
+        _COMPAT_PACKAGE, "Stand-in registered by fxai_optuna_sweeper (the real one is absent)."
+    )
+    package.__path__ = []
+    module = types.ModuleType(OptunaSweeper.__module__, "Stand-in: see OptunaSweeper.")
+    module.OptunaSweeper = OptunaSweeper  # type: ignore[attr-defined]
+    package.optuna_sweeper = module  # type: ignore[attr-defined]
+    sys.modules[_COMPAT_PACKAGE] = package
+    sys.modules[module.__name__] = module
+
+
+_install_compat_module()

@@ -1,0 +1,434 @@
+"""The ``fxai_optuna`` Hydra sweeper: discovery, grammar, toy sweeps, pruning, shared studies."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from _tune_fixtures import POSTGRES_URL, unique_name
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A toy task: -(x - 2)^2 (or [x, (x - 2)^2] with multi=true), failing or reporting on demand.
+TOY_APP = '''
+from dataclasses import dataclass, field
+import os
+import pathlib
+import time
+
+import hydra
+import optuna
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class Toy:
+    x: float = 0.0
+    y: int = 0
+    name: str = "a"
+    multi: bool = False
+    fail_every: int = 0          # trials whose number % fail_every == 1 raise
+    report_steps: int = 0        # report the value this many times (pruning)
+    sleep: float = 0.0
+    barrier: str = ""            # a directory: wait until 2 processes have a job running
+    extra: dict = field(default_factory=dict)
+
+
+ConfigStore.instance().store(name="toy_schema", node=Toy)
+
+
+@hydra.main(config_path="conf", config_name="toy", version_base="1.3")
+def main(cfg):
+    from hydra_plugins.fxai_optuna_sweeper import current_trial
+
+    trial = current_trial()
+    if cfg.barrier:
+        pathlib.Path(cfg.barrier, str(os.getpid())).touch()
+        deadline = time.monotonic() + 120
+        while len(list(pathlib.Path(cfg.barrier).iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    time.sleep(cfg.sleep)
+    if cfg.fail_every and trial.number % cfg.fail_every == 1:
+        raise RuntimeError(f"trial {trial.number} fails on purpose")
+    value = -(cfg.x - 2.0) ** 2
+    for step in range(cfg.report_steps):
+        trial.report(value, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step}")
+    return [cfg.x, (cfg.x - 2.0) ** 2] if cfg.multi else value
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+TOY_CONFIG = """
+defaults:
+  - toy_schema
+  - _self_
+  - hparams_search: null
+"""
+
+# a sweep with a fixed value among its params
+FIXED_PARAMS = """
+# @package _global_
+defaults:
+  - override /hydra/sweeper: fxai_optuna
+
+hydra:
+  sweeper:
+    direction: maximize
+    n_trials: 4
+    params:
+      x: interval(0, 4)
+      y: 3
+"""
+
+# lightning-hydra-template's hparams_search/mnist_optuna.yaml (params form), with only
+# `override hydra/sweeper: optuna` changed to fxai_optuna
+TEMPLATE_PARAMS = """
+# @package _global_
+defaults:
+  - override /hydra/sweeper: fxai_optuna
+
+hydra:
+  mode: "MULTIRUN"
+  sweeper:
+    _target_: hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper
+    storage: null
+    study_name: null
+    n_jobs: 1
+    direction: maximize
+    n_trials: 6
+    sampler:
+      _target_: optuna.samplers.TPESampler
+      seed: 1234
+      n_startup_trials: 10
+    params:
+      x: interval(0.0, 4.0)
+      y: choice(32, 64, 128, 256)
+"""
+
+# its older form: the deprecated search_space mapping
+TEMPLATE_SEARCH_SPACE = """
+# @package _global_
+defaults:
+  - override /hydra/sweeper: fxai_optuna
+
+hydra:
+  mode: "MULTIRUN"
+  sweeper:
+    _target_: hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper
+    storage: null
+    study_name: null
+    n_jobs: 1
+    direction: maximize
+    n_trials: 6
+    sampler:
+      _target_: optuna.samplers.TPESampler
+      seed: 12345
+      n_startup_trials: 10
+    search_space:
+      y:
+        type: categorical
+        choices: [32, 64, 128]
+      x:
+        type: float
+        low: 0.0
+        high: 4.0
+"""
+
+
+def _env() -> dict[str, str]:
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
+
+
+@pytest.fixture
+def toy(tmp_path):
+    """Write the toy app and return a function running it with overrides."""
+    app = tmp_path / "toy_app.py"
+    app.write_text(TOY_APP)
+    conf = tmp_path / "conf"
+    (conf / "hparams_search").mkdir(parents=True)
+    (conf / "toy.yaml").write_text(TOY_CONFIG)
+    (conf / "hparams_search" / "fixed.yaml").write_text(FIXED_PARAMS)
+    (conf / "hparams_search" / "template_params.yaml").write_text(TEMPLATE_PARAMS)
+    (conf / "hparams_search" / "template_search_space.yaml").write_text(TEMPLATE_SEARCH_SPACE)
+
+    def run(*overrides: str, sweep_dir: Path | None = None, multirun: bool = True,
+            check: bool = True, background: bool = False):
+        sweep_dir = sweep_dir or tmp_path / "sweep"
+        args = [sys.executable, str(app), *(["-m"] if multirun else []),
+                f"hydra.sweep.dir={sweep_dir}", f"hydra.run.dir={tmp_path / 'run'}",
+                *overrides]
+        if background:
+            return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, env=_env(), cwd=tmp_path)
+        done = subprocess.run(args, capture_output=True, text=True, env=_env(), cwd=tmp_path,
+                              timeout=300)
+        if check and done.returncode != 0:
+            raise AssertionError(f"toy app failed:\n{done.stdout}\n{done.stderr}")
+        return done
+
+    return run
+
+
+@pytest.fixture
+def impl(monkeypatch):
+    """The plugin's implementation module (the repository root on sys.path until installed)."""
+    monkeypatch.syspath_prepend(str(REPO))
+    from hydra_plugins.fxai_optuna_sweeper import _impl
+
+    return _impl
+
+
+def _results(sweep_dir: Path) -> dict:
+    return yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+
+
+def _job_configs(sweep_dir: Path) -> dict[int, dict]:
+    """Job number -> the job's composed config."""
+    return {
+        int(job.name): yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+        for job in sweep_dir.iterdir()
+        if job.is_dir() and job.name.isdigit()
+    }
+
+
+SWEEPER = ("hydra/sweeper=fxai_optuna",)
+
+
+# -- discovery and grammar ---------------------------------------------------------------------
+
+
+def test_hydra_discovers_the_sweeper_and_its_config_groups():
+    code = textwrap.dedent("""
+        from hydra.core.config_store import ConfigStore
+        from hydra.core.plugins import Plugins
+        from hydra.plugins.sweeper import Sweeper
+
+        names = {f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(Sweeper)}
+        print("fxai_optuna_sweeper.FxaiOptunaSweeper" in " ".join(names))
+        store = ConfigStore.instance()
+        print(sorted(store.list("hydra/sweeper")))
+        print(sorted(store.list("hydra/sweeper/sampler")))
+        print(sorted(store.list("hydra/sweeper/pruner")))
+        print("hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+              in Plugins.instance().class_name_to_class)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=_env(), check=True).stdout.splitlines()
+    assert out[0] == "True"
+    assert "fxai_optuna.yaml" in out[1]
+    for sampler in ("tpe", "random", "grid", "cmaes", "nsgaii", "gp", "qmc"):
+        assert f"{sampler}.yaml" in out[2]
+    for pruner in ("median", "percentile", "successive_halving", "hyperband", "nop"):
+        assert f"{pruner}.yaml" in out[3]
+    assert out[4] == "True"  # configs pinning hydra-optuna-sweeper's _target_ still run
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("x=choice(1, 2, 4)", CategoricalDistribution([1, 2, 4])),
+        ("x=choice(a, 'b c', true)", CategoricalDistribution(["a", "b c", True])),
+        ("x=choice([1,2],[3])", CategoricalDistribution(["[1,2]", "[3]"])),
+        ("x=range(1, 5)", IntDistribution(1, 4)),  # the stop is excluded, as in Python
+        ("x=range(0, 10, 3)", IntDistribution(0, 9, step=3)),
+        ("x=range(5, 1, -1)", IntDistribution(2, 5)),
+        ("x=range(0.1, 1.0, 0.2)", FloatDistribution(0.1, 0.9, step=0.2)),
+        ("x=range(0, 1, 0.25)", FloatDistribution(0.0, 0.75, step=0.25)),
+        ("x=float(range(1, 4))", FloatDistribution(1.0, 3.0, step=1.0)),
+        ("x=shuffle(range(1, 4))", CategoricalDistribution([1, 2, 3])),
+        ("x=interval(1, 10)", FloatDistribution(1.0, 10.0)),
+        ("x=int(interval(1, 10))", IntDistribution(1, 10)),
+        ("x=tag(log, interval(1e-5, 1e-1))", FloatDistribution(1e-5, 1e-1, log=True)),
+        ("x=tag(log, int(interval(8, 1024)))", IntDistribution(8, 1024, log=True)),
+    ],
+)
+def test_each_grammar_form_maps_to_its_optuna_distribution(impl, override, expected):
+    space = impl.parse_sweep_space([override])
+    got = space.distributions["x"]
+    if isinstance(expected, CategoricalDistribution):
+        assert isinstance(got, CategoricalDistribution)
+        assert sorted(map(str, got.choices)) == sorted(map(str, expected.choices))
+    else:
+        assert got == expected
+    assert space.fixed == {}
+
+
+def test_fixed_values_deletions_and_groups_pass_through_unsampled(impl):
+    space = impl.parse_sweep_space(
+        ["x=interval(0, 1)", "y=3", "~extra", "+new.key=[1,2]", "model=small", "y=choice(1, 2)",
+         "name=b"]
+    )
+    assert set(space.distributions) == {"x", "y"}  # a later y=choice(...) replaces y=3
+    assert space.fixed == {"~extra": "~extra", "+new.key": "+new.key=[1,2]",
+                           "model": "model=small", "name": "name=b"}
+    assert space.overrides({"x": 0.5, "y": 2}) == [
+        "x=0.5", "y=2", "~extra", "+new.key=[1,2]", "model=small", "name=b"]
+
+
+@pytest.mark.parametrize(
+    "override", ["x=tag(log, choice(1, 2))", "x=range(3, 3)", "x=tag(log, interval(0, 1))"]
+)
+def test_forms_optuna_cannot_sample_are_rejected(impl, override):
+    with pytest.raises(ValueError, match="x="):
+        impl.parse_sweep_space([override])
+
+
+def test_legacy_search_space_mapping_maps_to_distributions(impl):
+    got = impl.distributions_from_legacy({
+        "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+        "n": {"type": "int", "low": 1, "high": 9, "step": 2},
+        "opt": {"type": "categorical", "choices": ["adam", "sgd"]},
+    })
+    assert got == {
+        "lr": FloatDistribution(1e-4, 1e-1, log=True),
+        "n": IntDistribution(1, 9, step=2),
+        "opt": CategoricalDistribution(["adam", "sgd"]),
+    }
+
+
+def test_grid_points_follow_the_distribution(impl):
+    assert impl.grid_values("x", IntDistribution(0, 9, step=3)) == [0, 3, 6, 9]
+    assert impl.grid_values("x", FloatDistribution(0.1, 0.9, step=0.2)) == [0.1, 0.3, 0.5,
+                                                                           0.7, 0.9]
+    with pytest.raises(ValueError, match="grid sampler needs discrete params"):
+        impl.grid_values("x", FloatDistribution(0, 1))
+
+
+# -- toy sweeps ----------------------------------------------------------------------------------
+
+
+def test_fixed_params_reach_every_job_and_are_not_sampled(toy, tmp_path):
+    toy("hparams_search=fixed", "name=b")
+    jobs = _job_configs(tmp_path / "sweep")
+    assert sorted(jobs) == [0, 1, 2, 3]  # job directories are the trial numbers
+    assert {(job["y"], job["name"]) for job in jobs.values()} == {(3, "b")}
+    assert len({job["x"] for job in jobs.values()}) == 4
+    assert list(_results(tmp_path / "sweep")["best_params"]) == ["x"]
+
+
+def test_toy_sweep_on_sqlite_finds_the_optimum_and_writes_the_storage_best(toy, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'toy.db'}"
+    toy(*SWEEPER, "hydra.sweeper.n_trials=25", "hydra.sweeper.direction=maximize",
+        f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=toy",
+        "hydra.sweeper.sampler.seed=0", "hydra.sweeper.sampler.n_startup_trials=8",
+        "x=interval(-5, 5)")
+    study = optuna.load_study(study_name="toy", storage=storage)
+    results = _results(tmp_path / "sweep")
+    assert len(study.trials) == 25
+    assert abs(study.best_params["x"] - 2.0) < 0.5
+    assert results["name"] == "optuna"
+    assert results["best_params"] == study.best_params
+    assert results["best_value"] == pytest.approx(study.best_value)
+
+
+def test_grid_sampler_caps_the_trials_at_the_grid_size(toy, tmp_path):
+    toy(*SWEEPER, "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=50",
+        "x=range(0, 3)", "name=choice(a, b)")
+    jobs = _job_configs(tmp_path / "sweep")
+    assert sorted((job["x"], job["name"]) for job in jobs.values()) == [
+        (0, "a"), (0, "b"), (1, "a"), (1, "b"), (2, "a"), (2, "b")]
+
+
+def test_multi_objective_sweep_writes_non_dominated_solutions(toy, tmp_path):
+    toy(*SWEEPER, "hydra.sweeper.direction=[maximize,minimize]", "hydra.sweeper.n_trials=12",
+        "hydra.sweeper.sampler.seed=0", "multi=true", "x=interval(0, 4)")
+    solutions = _results(tmp_path / "sweep")["solutions"]
+    assert len(solutions) >= 2
+    points = [tuple(s["values"]) for s in solutions]
+    for a in points:  # maximize the first value, minimize the second
+        for b in points:
+            dominates = b[0] >= a[0] and b[1] <= a[1] and b != a
+            assert not dominates, f"{b} dominates {a}"
+    assert all(s["params"]["x"] >= 2.0 for s in solutions)  # the Pareto front is x in [2, 4]
+
+
+@pytest.mark.parametrize(("rate", "stops"), [(0.0, True), (0.4, True), (0.5, False)])
+def test_max_failure_rate_decides_whether_a_failing_job_stops_the_sweep(
+    toy, tmp_path, rate, stops
+):
+    done = toy(*SWEEPER, "hydra.sweeper.n_trials=6", f"hydra.sweeper.max_failure_rate={rate}",
+               "fail_every=2", "x=interval(0, 4)", check=False)
+    jobs = [p for p in (tmp_path / "sweep").iterdir() if p.name.isdigit()]
+    results = _results(tmp_path / "sweep")
+    if stops:  # trial 1 fails: 1 of 2 finished jobs > rate
+        assert done.returncode != 0
+        assert "trial 1 fails on purpose" in done.stderr + done.stdout
+        assert len(jobs) == 2
+        assert results["trials"] == {"complete": 1, "pruned": 0, "fail": 1}
+    else:  # trials 1, 3, 5 fail: never more than half
+        assert done.returncode == 0, done.stderr
+        assert len(jobs) == 6
+        assert results["trials"] == {"complete": 3, "pruned": 0, "fail": 3}
+
+
+def test_pruned_jobs_end_as_pruned_trials_not_failures(toy, tmp_path):
+    toy(*SWEEPER, "hydra.sweeper.n_trials=8", "hydra.sweeper.direction=maximize",
+        "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=2",
+        "hydra.sweeper.sampler.seed=3", "report_steps=3", "x=interval(-5, 5)")
+    counts = _results(tmp_path / "sweep")["trials"]  # max_failure_rate is 0: no failure
+    assert counts["pruned"] >= 1
+    assert counts["fail"] == 0
+    assert counts["complete"] + counts["pruned"] == 8
+
+
+@pytest.mark.parametrize("config", ["template_params", "template_search_space"])
+def test_a_hydra_optuna_sweeper_config_runs_with_only_the_sweeper_name_changed(
+    toy, tmp_path, config
+):
+    toy(f"hparams_search={config}", multirun=False)
+    results = _results(tmp_path / "sweep")
+    assert set(results["best_params"]) == {"x", "y"}
+    assert len(_job_configs(tmp_path / "sweep")) == 6
+
+
+@pytest.mark.slow
+def test_concurrent_sweeps_on_postgresql_stop_at_exactly_n_trials(toy, tmp_path):
+    try:
+        from fxai_tune.tune import normalize_storage_url
+
+        storage = normalize_storage_url(POSTGRES_URL)
+        optuna.storages.RDBStorage(storage)
+    except Exception as error:  # noqa: BLE001 - any connection problem
+        if "FXAI_TEST_POSTGRES_URL" in os.environ:
+            raise
+        pytest.skip(f"PostgreSQL not reachable: {error}")
+    name = unique_name("hydra_cap")
+    common = (*SWEEPER, "hydra.sweeper.n_trials=10", "hydra.sweeper.n_jobs=2",
+              "hydra.sweeper.direction=maximize",
+              f"hydra.sweeper.storage={POSTGRES_URL}", f"hydra.sweeper.study_name={name}",
+              "hydra/sweeper/sampler=random", "sleep=0.2", "x=interval(0, 4)",
+              f"barrier={tmp_path / 'barrier'}")  # both processes run trials at once
+    (tmp_path / "barrier").mkdir()
+    try:
+        procs = [toy(*common, sweep_dir=tmp_path / f"sweep{k}", background=True)
+                 for k in range(2)]
+        outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+        assert [proc.returncode for proc in procs] == [0, 0], outputs
+        study = optuna.load_study(study_name=name, storage=storage)
+        assert len(study.trials) == 10
+        assert all(t.state == TrialState.COMPLETE for t in study.trials)
+        jobs = [sorted(_job_configs(tmp_path / f"sweep{k}")) for k in range(2)]
+        assert all(jobs), f"a process ran no trial: {jobs}"
+        assert sorted(jobs[0] + jobs[1]) == list(range(10))  # one job per trial number
+        # each writes the study-wide best when it stops; the last one to stop, the final best
+        bests = [_results(tmp_path / f"sweep{k}")["best_value"] for k in range(2)]
+        assert study.best_value in bests
+        assert set(bests) <= {t.value for t in study.trials}
+    finally:
+        try:
+            optuna.delete_study(study_name=name, storage=storage)
+        except KeyError:
+            pass
