@@ -9,20 +9,21 @@ One step of an env at decision bar ``t`` that holds ``pos`` units and targets ``
     gap   = pos * (mid_open[t+1] - mid_close[t])        # old position across the bar boundary
     cost  = |new - pos| * unit_cost[t+1] * cost_scale   # fill at open[t+1]
     body  = new * (mid_close[t+1] - mid_open[t+1])      # new position over bar t+1
-    E_new = E_old + (gap + body) - cost                 # equity marked at the mid close
+    E_new = E_old + ((gap + body) - cost)               # equity marked at the mid close
 
-At N=64 a numpy call costs ~0.2-0.5 us of dispatch and ~nothing of arithmetic, so the step is
-laid out to make as few calls as possible (see ``docs/benchmarks.md``):
+At N=64 a numpy call costs ~0.2-0.5 us of dispatch and almost nothing of arithmetic, so the
+step is laid out to make as few calls as possible (~50, see ``docs/benchmarks.md``):
 
-- Everything that depends only on the transition ``tau = (old action, new action)`` and the bar
-  ``t`` is precomputed: ``_tau_table[:, tau]`` (flags, multipliers, output slots) and
-  ``_bar_table[:, (t - first) * A^2 + tau]`` (PnL, costs and their per-trade splits, already
-  combined), so one ``take`` each gives every coefficient of the step.
-- The account state is one ``(27, N)`` float64 array whose rows are ordered so that the
-  quantities updated the same way are adjacent: equity, steps left, open-trade PnL and the
-  counters all advance by one multiply and one add (``state = state * mult + add``).
+- What depends only on the transition ``tau = old action * A + new action`` is one column of a
+  small transition table (flags, counter multipliers and increments, positions); what depends
+  on the bar ``t`` and ``tau`` (gross and net PnL, open-trade PnL, closed-trade PnL) is one
+  column of a per-(bar, transition) table built per split and difficulty. One ``take`` each.
+- The account state is one float64 array of ~30 rows x N, ordered so that quantities updated
+  the same way are adjacent: counters, steps left, equities and open-trade PnL advance by one
+  multiply and two adds; three reward components come from one ``minimum``.
 - Operands are same-shape contiguous arrays or 0-d arrays (broadcasting and Python floats cost
-  2-5x more per call), outputs are written with positional ``out`` arguments.
+  2-5x more per call); views, scratch rows and the reward kernel are made once
+  (:meth:`TradingEngine._bind`), so the step slices nothing and allocates only its outputs.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ EPISODE_KEYS = ("reward", "length", "trades", "wins", "losses", "total_return", 
 
 MAX_BAR_TABLE_BYTES = 256 * 2**20
 """Largest per-(bar, transition) table built; longer splits or many actions compute the same
-rows from the bar and transition tables at each step (same numbers, ~8 more numpy calls)."""
+rows from the bar and transition tables at each step (same numbers, ~10 more numpy calls)."""
 
 # Rows of the packed state `_s`, ordered so that rows updated alike are adjacent:
 # - SLACK_FLAT .. TP are multiplied by one take of the transition table (1 for LEFT and the
@@ -63,18 +64,23 @@ _PEAK = _COMP + len(REWARD_COMPONENTS)
 _MAX_DD = _PEAK + 1
 _DD_OLD = _MAX_DD + 1  # drawdown before the step
 _DSR = _DD_OLD + 1  # DSR_ROWS rows, see reward.dsr_state
-_ACC = _DSR + DSR_ROWS  # episode sums: reward, R_t, R_t^2, trades, closed trades, wins
+_ACC = _DSR + DSR_ROWS  # episode sums: reward, R_t, R_t^2, wins, trades, closed trades
 _S_ROWS = _ACC + 6
-# Rows of the transition table (one column per tau = old * A + new): multipliers of _MUL, rows
-# added to _ADD_TAU, rows added to the episode sums (slots filled during the step), the
-# portfolio observation (slots but the first), and the new position in units.
+# Rows of the per-step buffer `_q`. Rows _Q_TABLE are one take of the transition table (one
+# column per tau = old * A + new): changes and closes (episode sums), multipliers of _MUL, rows
+# added to _ADD_TAU, the new position in units and as a fraction of the largest. The other rows
+# are filled during the step, placed so that [reward, R, R^2, won, changed, closed] add to the
+# episode sums and [position fraction, open PnL, time, drawdown] become the portfolio by one
+# call each.
 _N_MUL = _TP - _SLACK_FLAT + 1
 _N_ADD_TAU = _LEFT - _SLACK_FLAT + 1
-_Q_ACC = _N_MUL + _N_ADD_TAU
-_Q_REWARD, _Q_R, _Q_R2, _Q_CHANGED, _Q_CLOSED, _Q_WON = range(_Q_ACC, _Q_ACC + 6)
-_Q_POS_FRAC, _Q_OPEN_PNL, _Q_TIME, _Q_DD = range(_Q_ACC + 6, _Q_ACC + 10)
-_Q_POSITION = _Q_ACC + 10
-_Q_ROWS = _Q_POSITION + 1
+_Q_REWARD, _Q_R, _Q_R2, _Q_WON, _Q_CHANGED, _Q_CLOSED = range(6)
+_Q_MUL = slice(_Q_CLOSED + 1, _Q_CLOSED + 1 + _N_MUL)
+_Q_ADD_TAU = slice(_Q_MUL.stop, _Q_MUL.stop + _N_ADD_TAU)
+_Q_POSITION = _Q_ADD_TAU.stop
+_Q_POS_FRAC, _Q_OPEN_PNL, _Q_TIME, _Q_DD = range(_Q_POSITION + 1, _Q_POSITION + 5)
+_Q_TABLE = slice(_Q_CHANGED, _Q_POS_FRAC + 1)
+_Q_ROWS = _Q_DD + 1
 # Rows of the bar table (one column per (t, tau)): rows added to _ADD_BAR (gross PnL, net PnL,
 # open-trade PnL), and the PnL that decides whether the round trip closed by this step won
 # (-inf when none closes). Kept this short: at N=64 each row costs 64 cache misses a step.
@@ -83,9 +89,9 @@ _B_WIN = _N_ADD_BAR
 _B_ROWS = _N_ADD_BAR + 1
 
 _ONE = np.array(1.0)
+_ZERO = np.array(0.0)
 _UFUNCS = (np.add, np.multiply, np.subtract, np.divide, np.maximum, np.less, np.greater,
            np.heaviside)
-_ZERO = np.array(0.0)
 
 
 class StepResult(NamedTuple):
@@ -174,7 +180,7 @@ class TradingEngine:
 
     def _bind(self) -> None:
         """Make the step's views, scratch rows and kernels once: a slice costs ~0.07 us, an
-        attribute lookup ~0.01-0.02 us, a numpy call ~0.2-0.5 us, a whole step at N=64 ~25 us."""
+        attribute lookup ~0.01-0.02 us, a numpy call ~0.2-0.5 us, a whole step at N=64 ~21 us."""
         s, n = self._s, self.num_envs
         self._b = b = np.empty((_B_ROWS, n))  # bar-table rows of the step
         self._q = q = np.empty((_Q_ROWS, n))  # transition-table rows of the step
@@ -188,8 +194,9 @@ class TradingEngine:
         self._views = (
             s[_TP], s[_MUL], s[_ADD_TAU], s[_ADD_BAR], s[_E2], s[_PEAK], s[_MAX_DD], s[_DD_OLD],
             s[_DD_DIFF], s[_LEFT:_E0 + 1], s[_E0:_E2], s[_HOLD], s[_ACC:], self._tt,
-            self._tt[0], self._tt[1], self._tt_step, b, b[:_N_ADD_BAR], b[_B_WIN], q,
-            q[:_N_MUL], q[_N_MUL:_Q_ACC], q[_Q_WON], q[_Q_DD], q[_Q_REWARD], q[_Q_ACC:_Q_ACC + 6], q[_Q_OPEN_PNL], q[_Q_TIME], q[_Q_POS_FRAC:_Q_DD + 1].T,
+            self._tt[0], self._tt[1], self._tt_step, b, b[:_N_ADD_BAR], b[_B_WIN],
+            q[_Q_TABLE], q[_Q_MUL], q[_Q_ADD_TAU], q[_Q_WON], q[_Q_DD], q[_Q_REWARD],
+            q[_Q_REWARD:_Q_CLOSED + 1], q[_Q_OPEN_PNL], q[_Q_TIME], q[_Q_POS_FRAC:_Q_DD + 1].T,
             q[_Q_POSITION], self._tau_table, self._n_actions_i, self._inv_time_scale,
             self._end_levels, reward_kernel, self.tables.window_gatherer(n), components)
 
@@ -204,12 +211,12 @@ class TradingEngine:
         self._bind()
 
     def _transition_tables(self) -> tuple[np.ndarray, np.ndarray]:
-        """The transition table ``(_Q_ROWS, A^2)`` and the bar-table coefficients
-        ``(4, _B_ROWS, A^2)``: bar-table row ``r`` at bar ``t`` is
-        ``((c[0, r] gap_t + c[1, r] body_t) + c[2, r] unit_cost_t) + c[3, r]``."""
+        """The transition table (rows ``_Q_TABLE`` of the step buffer, ``A^2`` columns) and the
+        bar-table coefficients ``c`` of shape ``(4, _B_ROWS, A^2)``: bar-table row ``r`` at bar
+        ``t`` is ``((c[0, r] gap_t + c[1, r] body_t) + c[2, r] unit_cost_t) + c[3, r]``."""
         a = self.n_actions
         thr_flat, thr_hold = self.reward_system.thresholds
-        tau_table = np.zeros((_Q_ROWS, a * a))
+        tau_table = np.zeros((_Q_TABLE.stop - _Q_TABLE.start, a * a))
         coef = np.zeros((4, _B_ROWS, a * a))
         for old in range(a):
             for new in range(a):
@@ -226,13 +233,13 @@ class TradingEngine:
                 tp_cost_units = delta * same + abs(p_new) * opened
                 col = old * a + new
                 # Counters: slack = threshold - counter, and counter' = counter * mult + flag.
-                tau_table[:_N_MUL, col] = (flat, same * in_pos, same * in_pos, 1.0, 1.0, 1.0,
-                                           1.0, same)
-                tau_table[_N_MUL:_Q_ACC, col] = (thr_flat * (1.0 - flat) - flat,
-                                                 thr_hold * (1.0 - same * in_pos) - in_pos,
-                                                 in_pos, -1.0)
-                tau_table[[_Q_CHANGED, _Q_CLOSED, _Q_POS_FRAC, _Q_POSITION], col] = (
-                    float(p_new != p_old), float(closed), p_new / self.targets[-1], p_new)
+                column = np.zeros(_Q_ROWS)
+                column[[_Q_CHANGED, _Q_CLOSED]] = float(p_new != p_old), float(closed)
+                column[_Q_MUL] = (flat, same * in_pos, same * in_pos, 1.0, 1.0, 1.0, 1.0, same)
+                column[_Q_ADD_TAU] = (thr_flat * (1.0 - flat) - flat,
+                                      thr_hold * (1.0 - same * in_pos) - in_pos, in_pos, -1.0)
+                column[[_Q_POSITION, _Q_POS_FRAC]] = p_new, p_new / self.targets[-1]
+                tau_table[:, col] = column[_Q_TABLE]
                 # Columns: gap, body, unit cost, constant.
                 coef[:, _E1 - _E1, col] = (p_old, p_new, 0.0, 0.0)  # gross PnL
                 coef[:, _E2 - _E1, col] = (p_old, p_new, -delta, 0.0)  # net PnL
@@ -395,12 +402,12 @@ class TradingEngine:
         # Local names: ~20 ns a call less than np.<name>, ~0.01 us per attribute lookup.
         add, multiply, subtract, divide, maximum, less, greater, heaviside = _UFUNCS
         (tp, mul, add_tau, add_bar, e2, peak, max_dd, dd_old, dd_diff, left_e0, e01, hold, acc,
-         tt, t, t_col, tt_step, b, b_add, b_win, q, q_mul, q_add, won, dd, reward, q_acc,
+         tt, t, t_col, tt_step, b, b_add, b_win, q_table, q_mul, q_add, won, dd, reward, q_acc,
          open_pnl, time_in_pos, portfolio, position, tau_table, n_actions, inv_time_scale,
          end_levels, reward_kernel, gather, components) = self._views
         tau = add(self._old_a, a)
         # "clip": indices are in range, and take writes into `out` without a temporary copy.
-        tau_table.take(tau, axis=1, out=q, mode="clip")
+        tau_table.take(tau, axis=1, out=q_table, mode="clip")
         if self._bar_table is not None:
             self._bar_table.take(add(t_col, tau), axis=1, out=b, mode="clip")
         else:
@@ -459,7 +466,7 @@ class TradingEngine:
         counted.
         """
         n = self.num_envs
-        acc = self._s[_ACC:, done]  # reward, R, R^2, trades, closed, wins
+        acc = self._s[_ACC:, done]  # reward, R, R^2, wins, trades, closed
         length = (self._tt[0, done] - self._start[done]).astype(np.float64)
         mean = acc[1] / length
         var = (acc[2] - length * mean * mean) / np.maximum(length - 1.0, 1.0)
@@ -471,9 +478,9 @@ class TradingEngine:
             stats[k] = np.zeros(n, dtype=np.int64)
         stats["reward"][done] = acc[0]
         stats["length"][done] = length
-        stats["trades"][done] = acc[3]
-        stats["wins"][done] = acc[5]
-        stats["losses"][done] = acc[4] - acc[5]
+        stats["trades"][done] = acc[4]
+        stats["wins"][done] = acc[3]
+        stats["losses"][done] = acc[5] - acc[3]
         stats["total_return"][done] = self._s[_E0, done] / self.config.initial_equity - 1.0
         stats["sharpe"][done] = sharpe
         stats["max_drawdown"][done] = self._s[_MAX_DD, done]

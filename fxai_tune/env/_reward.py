@@ -8,8 +8,7 @@ import numpy as np
 
 from fxai_tune.env._config import RewardConfig, RewardWeights
 
-__all__ = ["DSR_MOMENTS", "DSR_ROWS", "REWARD_COMPONENTS", "RewardSystem", "differential_sharpe",
-           "dsr_state"]
+__all__ = ["DSR_ROWS", "REWARD_COMPONENTS", "RewardSystem", "differential_sharpe", "dsr_state"]
 
 REWARD_COMPONENTS = (
     "pnl",
@@ -30,8 +29,6 @@ VAR_FLOOR = 1e-150
 MIN_RATIO = 1e-12
 DSR_ROWS = 7
 """Rows of the packed differential Sharpe state (see :func:`dsr_state`)."""
-DSR_MOMENTS = slice(2, 4)
-"""Rows A, B of the packed differential Sharpe state."""
 
 # Constants of the fast path as 0-d arrays: a Python float operand costs a conversion per call.
 _NUM_WEIGHTS = np.array([1.0, -0.5])
@@ -237,7 +234,7 @@ class RewardSystem:
 
 def dsr_state(num_envs: int) -> np.ndarray:
     """Initial ``(DSR_ROWS, N)`` state of the differential Sharpe ratio in
-    `RewardSystem.compute`'s layout: rows dA, dB (scratch), A, B (the moments, ``DSR_MOMENTS``),
+    `RewardSystem.compute`'s layout: rows dA, dB (scratch), A, B (the moments),
     two copies of A, and a constant row of ``DSR_REL_EPS``, so that one multiply of rows 0-3
     by rows 3-6 gives ``[B dA, A dB, A^2, eps B]``."""
     state = np.zeros((DSR_ROWS, num_envs))

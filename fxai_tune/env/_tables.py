@@ -169,4 +169,3 @@ class MarketTables:
             return obs
 
         return gather
-
