@@ -433,3 +433,9 @@ def test_postgresql_round_trip():
 def test_mysql_round_trip():
     url = database_url("FXAI_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
     round_trip(url, heartbeat_interval=10, grace_period=30)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "studies").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_study_validates(path):
+    study = load_study_config(path)
+    assert study.name == path.stem and study.n_trials >= 1
