@@ -53,7 +53,6 @@ __all__ = [
     "HydraTrainerConfig",
     "LoggerConfig",
     "ObjectiveConfig",
-    "reduce_history",
     "register_configs",
     "run_task",
     "to_train_config",
@@ -242,26 +241,6 @@ def _section(cfg: DictConfig, key: str, schema: type) -> Any:
 # -- the task ------------------------------------------------------------------------------------
 
 
-def reduce_history(
-    history: list[dict[str, float]], metric: str, reduce: str, direction: str
-) -> float:
-    """Best (by ``direction``) or last value of ``metric`` over a run's validations.
-
-    Raises:
-        KeyError: When no validation logged ``metric`` (the message lists what was logged).
-    """
-    values = [h[metric] for h in history if metric in h]
-    if not values:
-        logged = sorted({k for h in history for k in h})
-        raise KeyError(
-            f"objective metric {metric!r} was never logged (validations: {len(history)}); "
-            f"logged: {logged or 'nothing: raise the budget or lower the validation interval'}"
-        )
-    if reduce == "last":
-        return float(values[-1])
-    return float(max(values) if direction == "maximize" else min(values))
-
-
 def _run_dir(cfg: DictConfig) -> str:
     """Hydra's job directory, unless ``run_dir=...`` was given on the command line."""
     from hydra.core.hydra_config import HydraConfig
@@ -304,7 +283,7 @@ def run_task(cfg: DictConfig) -> float | list[float]:
     from hydra.types import RunMode
 
     from fxai_tune.rl import config_to_dict, final_report, train
-    from fxai_tune.tune import OptunaPruningCallback, ValidationHistory
+    from fxai_tune.tune import OptunaPruningCallback, ValidationHistory, reduce_history
 
     objective: ObjectiveConfig = _section(cfg, "objective", ObjectiveConfig)
     callbacks: CallbacksConfig = _section(cfg, "callbacks", CallbacksConfig)

@@ -16,7 +16,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-from fxai_tune.hydra_app import ObjectiveConfig, reduce_history, to_train_config
+from fxai_tune.hydra_app import ObjectiveConfig, to_train_config
+from fxai_tune.tune import reduce_history
 from fxai_tune.rl import ConfigError, TrainConfig, config_to_dict, save_train_config
 from fxai_tune.tune import load_search_space
 

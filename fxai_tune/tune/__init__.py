@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fxai_tune.tune._inspect import best_trials, export_best_config, study_status
 from fxai_tune.tune._launch import EXIT_FAILURE_RATE, launch_workers, plan_devices, watch
-from fxai_tune.tune._objective import TrialObjective, describe_failure
+from fxai_tune.tune._objective import TrialObjective, describe_failure, reduce_history
 from fxai_tune.tune._pruning import OptunaPruningCallback, ValidationHistory
 from fxai_tune.tune._runner import (
     FailureRateExceeded,
@@ -57,6 +57,7 @@ __all__ = [
     "normalize_storage_url",
     "open_study",
     "plan_devices",
+    "reduce_history",
     "run_worker",
     "study_lock",
     "study_status",

@@ -23,7 +23,7 @@ from fxai_tune.rl import (
 from fxai_tune.tune._pruning import OptunaPruningCallback, ValidationHistory
 from fxai_tune.tune._study import StudyConfig
 
-__all__ = ["TrialObjective", "describe_failure"]
+__all__ = ["TrialObjective", "describe_failure", "reduce_history"]
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,21 @@ def describe_failure(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}"
 
 
-def reduce_history(history: list[dict[str, float]], metric: str, reduce: str, direction: str) -> float:
-    """Best (by direction) or last value of ``metric`` over the validations of one run."""
+def reduce_history(
+    history: list[dict[str, float]], metric: str, reduce: str, direction: str
+) -> float:
+    """Best (by ``direction``) or last value of ``metric`` over a run's validations.
+
+    Raises:
+        KeyError: When no validation logged ``metric`` (the message lists what was logged).
+    """
     values = [h[metric] for h in history if metric in h]
     if not values:
-        raise RuntimeError(f"no validation logged {metric!r}; raise the trial budget")
+        logged = sorted({k for h in history for k in h})
+        raise KeyError(
+            f"objective metric {metric!r} was never logged (validations: {len(history)}); "
+            f"logged: {logged or 'nothing: raise the budget or lower the validation interval'}"
+        )
     if reduce == "last":
         return float(values[-1])
     return float(max(values) if direction == "maximize" else min(values))
