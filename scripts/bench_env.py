@@ -4,11 +4,14 @@ Both run in the same process on the shipped EUR/USD 2017 hourly ASK bars with un
 actions (drawn up front so action sampling is not timed); episodes restart on their own
 (same-step autoreset for ours, ``reset()`` on ``terminated or truncated`` for ``forex-v0``).
 An env step is one account advancing one bar, so the vector env's figure is
-``num_envs x vector steps / s``.
+``num_envs x vector steps / s``. The vector env is timed with ``copy=True`` (new observation
+arrays every step, the default) and ``copy=False`` (its observation buffers, as the PPO
+training env uses it), alternating with ``forex-v0`` in the same run.
 
 ``--breakdown`` then times every statement of ``TradingEngine.step`` and of the reward kernel
-(each line followed by a ``perf_counter_ns`` probe whose own cost is subtracted; minimum over
-batches of 200 steps, which filters out other processes on a shared machine).
+in both copy modes (each line followed by a ``perf_counter_ns`` probe whose own cost is
+subtracted; minimum over batches of 200 steps, which filters out other processes on a shared
+machine).
 
 Usage:
     python scripts/bench_env.py [--num-envs 64] [--seconds 3] [--repeats 3] [--breakdown]
@@ -50,9 +53,11 @@ def _timed(run: Callable[[int], None], seconds: float) -> float:
     return calls / (time.perf_counter() - start)
 
 
-def bench_vector(market: MarketData, num_envs: int, seconds: float) -> float:
+def bench_vector(market: MarketData, num_envs: int, seconds: float, *, copy: bool = True
+                 ) -> float:
     """Env steps/s of `VectorTradingEnv` with the default `EnvConfig` (and its windows)."""
-    env = VectorTradingEnv(market, num_envs=num_envs, config=EnvConfig(windows=dict(WINDOWS)))
+    env = VectorTradingEnv(market, num_envs=num_envs, config=EnvConfig(windows=dict(WINDOWS)),
+                           copy=copy)
     env.reset(seed=0)
     actions = np.random.default_rng(0).integers(0, env.single_action_space.n, (4096, num_envs))
 
@@ -124,21 +129,23 @@ def _probed(func: Callable, inner: str, label: str, totals: dict[str, int]) -> C
     return namespace[func.__name__]
 
 
-def breakdown(market: MarketData, num_envs: int, batches: int = 100) -> None:
+def breakdown(market: MarketData, num_envs: int, batches: int = 100, *, copy: bool = True
+              ) -> None:
     """Print the cost of every statement of one vector step (see the module docstring)."""
     totals: dict[str, int] = {}
     step, kernel = engine_module.TradingEngine.step, reward_module.RewardSystem.kernel
     engine_module.TradingEngine.step = _probed(step, "step", "engine", totals)
     reward_module.RewardSystem.kernel = _probed(kernel, "step", "reward", totals)
     try:
-        _time_statements(market, num_envs, batches, totals)
+        _time_statements(market, num_envs, batches, totals, copy)
     finally:
         engine_module.TradingEngine.step, reward_module.RewardSystem.kernel = step, kernel
 
 
 def _time_statements(market: MarketData, num_envs: int, batches: int,
-                     totals: dict[str, int]) -> None:
-    env = VectorTradingEnv(market, num_envs=num_envs, config=EnvConfig(windows=dict(WINDOWS)))
+                     totals: dict[str, int], copy: bool) -> None:
+    env = VectorTradingEnv(market, num_envs=num_envs, config=EnvConfig(windows=dict(WINDOWS)),
+                           copy=copy)
     env.reset(seed=0)
     actions = np.random.default_rng(0).integers(0, env.single_action_space.n, (4096, num_envs))
     probe: dict[str, int] = {"probe": 0}
@@ -160,8 +167,8 @@ def _time_statements(market: MarketData, num_envs: int, batches: int,
         for key, ns in totals.items():
             best[key] = min(best[key], max(0.0, ns / 200 - tick) / 1000)
     kernel_call = next(k for k in best if k.startswith("engine") and "reward_kernel(" in k)
-    print(f"per-statement cost of one VectorTradingEnv x{num_envs} step, us (the 'reward' lines "
-          f"run inside '{kernel_call.split(':')[0]}'):")
+    print(f"per-statement cost of one VectorTradingEnv x{num_envs} step with copy={copy}, us "
+          f"(the 'reward' lines run inside '{kernel_call.split(':')[0]}'):")
     for key, us in best.items():
         print(f"{us:7.2f}  {key}")
     own = sum(us for key, us in best.items() if key != kernel_call)
@@ -183,25 +190,32 @@ def main() -> None:
     print(f"market: DataManager(DataConfig()).market('train'), {len(market.close)} bars, "
           f"decisions in [{market.start}, {market.end - 1}), features per timeframe "
           f"{ {tf: f.shape[1] for tf, f in market.features.items()} }")
-    ours, theirs = [], []
+    ours: dict[bool, list[float]] = {True: [], False: []}
+    theirs = []
     for _ in range(args.repeats):
-        ours.append(bench_vector(market, args.num_envs, args.seconds))
+        for copy in (True, False):
+            ours[copy].append(bench_vector(market, args.num_envs, args.seconds, copy=copy))
         theirs.append(bench_anytrading(args.seconds))
-    best_ours, best_theirs = max(ours), max(theirs)
-    print(f"VectorTradingEnv x{args.num_envs}: {best_ours:,.0f} env steps/s "
-          f"(runs: {', '.join(f'{x:,.0f}' for x in ours)})")
+    best_theirs = max(theirs)
     print(f"gym-anytrading forex-v0: {best_theirs:,.0f} env steps/s "
           f"(runs: {', '.join(f'{x:,.0f}' for x in theirs)})")
-    print(f"ratio (best / best): {best_ours / best_theirs:.1f}x  (target >= 10x)")
+    for copy, rates in ours.items():
+        best = max(rates)
+        print(f"VectorTradingEnv x{args.num_envs}, copy={copy}: {best:,.0f} env steps/s, "
+              f"{1e6 * args.num_envs / best:.1f} us per vector step "
+              f"(runs: {', '.join(f'{x:,.0f}' for x in rates)}); ratio (best / best): "
+              f"{best / best_theirs:.1f}x (target >= 10x)")
     single = bench_single(market, args.seconds)
     print(f"TradingEnvironment (single): {single:,.0f} env steps/s, "
           f"{single / best_theirs:.2f}x forex-v0")
     for n in args.scaling:
-        rate = bench_vector(market, n, args.seconds)
-        print(f"VectorTradingEnv x{n}: {rate:,.0f} env steps/s, "
-              f"{rate / best_theirs:.1f}x forex-v0, {1e6 * n / rate:.1f} us per vector step")
+        for copy in (True, False):
+            rate = bench_vector(market, n, args.seconds, copy=copy)
+            print(f"VectorTradingEnv x{n}, copy={copy}: {rate:,.0f} env steps/s, "
+                  f"{rate / best_theirs:.1f}x forex-v0, {1e6 * n / rate:.1f} us per vector step")
     if args.breakdown:
-        breakdown(market, args.num_envs)
+        for copy in (True, False):
+            breakdown(market, args.num_envs, copy=copy)
 
 
 if __name__ == "__main__":

@@ -152,11 +152,14 @@ def _run_workers(path: Path, n_workers: int, n_trials: int) -> float:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
     workers = [
-        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        for _ in range(n_workers)
+        subprocess.Popen([*command, "--worker-index", str(i)], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+        for i in range(n_workers)
     ]
-    if any(w.wait() != 0 for w in workers):
-        raise RuntimeError(f"a worker failed on {path}")
+    outputs = [w.communicate()[0] for w in workers]
+    for worker, output in zip(workers, outputs, strict=True):
+        if worker.returncode != 0:
+            raise RuntimeError(f"a worker failed on {path}:\n{output[-3000:]}")
     return time.perf_counter() - start
 
 

@@ -12,6 +12,8 @@ from fxai_tune.env import (
     CostConfig,
     CurriculumEnvConfig,
     EnvConfig,
+    RewardConfig,
+    RewardWeights,
     TradingEnvironment,
     VectorTradingEnv,
 )
@@ -99,9 +101,12 @@ def test_difficulty_outside_zero_one_is_rejected(level):
         env.set_difficulty(level)
 
 
-def test_vector_state_round_trip_continues_the_identical_trajectory():
-    env = VectorTradingEnv(random_walk_market(600), num_envs=3,
-                           config=_config(position_sizes=[1.0, 2.0]))
+@pytest.mark.parametrize(("copy_obs", "dsr_weight"), [(True, 0.0), (False, 0.5)])
+def test_vector_state_round_trip_continues_the_identical_trajectory(copy_obs, dsr_weight):
+    # with a weighted differential Sharpe ratio its moving moments are part of the state
+    reward = RewardConfig(weights=RewardWeights(differential_sharpe=dsr_weight))
+    env = VectorTradingEnv(random_walk_market(600), num_envs=3, copy=copy_obs,
+                           config=_config(position_sizes=[1.0, 2.0], reward=reward))
     env.set_difficulty(0.7)
     env.reset(seed=5)
     actions = np.random.default_rng(1).integers(0, 5, (200, 3))

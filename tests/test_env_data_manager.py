@@ -65,16 +65,31 @@ def test_sequential_pass_covers_the_whole_evaluation_split(data, split):
     assert info["episode"]["total_return"] == 0.0  # flat all along
 
 
-def test_row_gather_fallback_gives_the_same_windows(data, monkeypatch):
+@pytest.mark.parametrize("fallback", ["per_timeframe", "row_gather"])
+@pytest.mark.parametrize("copy_obs", [True, False])
+def test_window_fallbacks_give_the_same_windows(data, monkeypatch, fallback, copy_obs):
     market = data.market("train")
-    fast = VectorTradingEnv(market, num_envs=4, config=EnvConfig())
-    monkeypatch.setattr(_tables, "MAX_WINDOW_CACHE_BYTES", 0)
-    slow = VectorTradingEnv(market, num_envs=4, config=EnvConfig())
-    assert slow.engine.tables.windows["1h"] is None
+    config = EnvConfig(episode_length=12)  # crosses autoresets
+    fast = VectorTradingEnv(market, num_envs=4, config=config)
+    table = fast.engine.tables.window_rows
+    assert table is not None
+    # Too long for the window table; the per-timeframe windows still fit, or nothing does.
+    limit = table.nbytes - 1 if fallback == "per_timeframe" else 0
+    monkeypatch.setattr(_tables, "MAX_WINDOW_CACHE_BYTES", limit)
+    slow = VectorTradingEnv(market, num_envs=4, config=config, copy=copy_obs)
+    tables = slow.engine.tables
+    assert tables.window_rows is None
+    assert all((win is None) == (fallback == "row_gather") for win in tables.windows.values())
     a, _ = fast.reset(seed=1)
     b, _ = slow.reset(seed=1)
-    for actions in np.random.default_rng(1).integers(0, 3, (20, 4)):
+    ends = 0
+    for actions in np.random.default_rng(1).integers(0, 3, (30, 4)):
         for k in a:
             np.testing.assert_array_equal(a[k], b[k])
-        a = fast.step(actions)[0]
-        b = slow.step(actions)[0]
+        a, *_, a_info = fast.step(actions)
+        b, *_, b_info = slow.step(actions)
+        if "final_obs" in a_info:
+            ends += 1
+            for k, v in a_info["final_obs"].items():
+                np.testing.assert_array_equal(v, b_info["final_obs"][k])
+    assert ends >= 2

@@ -80,7 +80,10 @@ def test_holding_penalty_starts_after_max_holding_steps_in_one_position():
 def test_differential_sharpe_matches_a_direct_computation():
     eta = 0.05
     actions = np.random.default_rng(2).integers(0, 3, 300)
-    steps = _rollout(RewardConfig(dsr_eta=eta), actions)
+    # a non-zero weight: at weight 0 the ratio is not computed (see the next test)
+    steps = _rollout(RewardConfig(weights=RewardWeights(differential_sharpe=0.3), dsr_eta=eta),
+                     actions)
+    assert any(info["reward_components"]["differential_sharpe"] != 0.0 for _, info in steps)
     a = b = 0.0
     for _, info in steps:
         comps = info["reward_components"]
@@ -103,7 +106,9 @@ def test_reward_system_fast_path_matches_the_reference_formulas():
     dsr_a = rng.normal(0, 1e-4, n)
     dsr_b = dsr_a**2 + rng.uniform(1e-9, 1e-8, n)
     dsr_a[:5] = dsr_b[:5] = 0.0  # no variance yet
-    system = RewardSystem(RewardConfig(inactivity_after=2, max_holding=3, dsr_eta=0.1))
+    weights = RewardWeights(differential_sharpe=0.7)
+    system = RewardSystem(RewardConfig(weights=weights, inactivity_after=2, max_holding=3,
+                                       dsr_eta=0.1))
     comps, a_new, b_new = system.components(
         equity_old=equity_old, gross=gross, cost=cost, dd_old=dd_old, dd_new=dd_new,
         flat_steps=flat, hold_steps=hold, dsr_a=dsr_a, dsr_b=dsr_b)
@@ -120,8 +125,36 @@ def test_reward_system_fast_path_matches_the_reference_formulas():
     np.testing.assert_allclose(a_new, a_ref, rtol=1e-12)
     np.testing.assert_allclose(b_new, b_ref, rtol=1e-12)
     assert system.breakdown(comps)["holding"] is not None
-    np.testing.assert_allclose(system.reward(comps), 100.0 * (RewardWeights().drawdown * comps[2] + comps[0] + comps[1]),
+    np.testing.assert_allclose(
+        system.reward(comps),
+        100.0 * (weights.drawdown * comps[2] + comps[0] + comps[1] + 0.7 * comps[5]),
         rtol=1e-12)
+
+
+def test_differential_sharpe_at_weight_zero_is_skipped_and_reported_as_zero():
+    actions = np.random.default_rng(6).integers(0, 3, 300)
+    weighted = RewardConfig(weights=RewardWeights(differential_sharpe=0.7))
+    skipped, computed = _rollout(RewardConfig(), actions), _rollout(weighted, actions)
+    assert len(skipped) == len(computed)
+    for (_, info), (_, ref) in zip(skipped, computed, strict=True):
+        comps, ref_comps = info["reward_components"], ref["reward_components"]
+        assert list(comps) == list(REWARD_COMPONENTS)  # the key stays
+        assert comps["differential_sharpe"] == 0.0
+        # the other components and the account do not depend on the ratio
+        for k in REWARD_COMPONENTS[:-1]:
+            assert comps[k] == ref_comps[k], k
+        assert info["equity"] == ref["equity"]
+    assert any(ref["reward_components"]["differential_sharpe"] != 0.0 for _, ref in computed)
+    # the plain-array path: row 0 and the moving moments unchanged
+    system = RewardSystem(RewardConfig())
+    assert not system.computes_dsr
+    ones = np.ones(3)
+    comps, a, b = system.components(
+        equity_old=1e5 * ones, gross=ones, cost=0.1 * ones, dd_old=0 * ones, dd_new=0 * ones,
+        flat_steps=ones, hold_steps=ones, dsr_a=1e-4 * ones, dsr_b=2e-8 * ones)
+    assert np.all(comps[5] == 0.0) and np.all(comps[0] > 0.0)
+    np.testing.assert_array_equal(a, 1e-4 * ones)
+    np.testing.assert_array_equal(b, 2e-8 * ones)
 
 
 def test_default_reward_is_scaled_net_log_return_plus_half_the_drawdown_penalty():

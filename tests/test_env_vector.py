@@ -17,6 +17,8 @@ from fxai_tune.env import (
     EPISODE_KEYS,
     REWARD_COMPONENTS,
     CostConfig,
+    RewardConfig,
+    RewardWeights,
     TradingEnvironment,
     VectorTradingEnv,
 )
@@ -56,11 +58,14 @@ def test_vector_env_declares_same_step_autoreset_and_batched_spaces():
     assert infos["_equity"].all()
 
 
-def test_vector_env_equals_n_single_envs_stepped_one_by_one():
+@pytest.mark.parametrize(("copy_obs", "dsr_weight"), [(True, 0.0), (False, 0.7)])
+def test_vector_env_equals_n_single_envs_stepped_one_by_one(copy_obs, dsr_weight):
     market = random_walk_market(400, seed=11)
-    config = small_config(mode="random", episode_length=15, position_sizes=[0.5, 2.0])
+    reward = RewardConfig(weights=RewardWeights(differential_sharpe=dsr_weight))
+    config = small_config(mode="random", episode_length=15, position_sizes=[0.5, 2.0],
+                          reward=reward)
     n, seed = 4, 123
-    vec = VectorTradingEnv(market, num_envs=n, config=config)
+    vec = VectorTradingEnv(market, num_envs=n, config=config, copy=copy_obs)
     singles = [TradingEnvironment(market, config=config) for _ in range(n)]
     v_obs, _ = vec.reset(seed=seed)
     s_obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(singles)]
@@ -106,6 +111,44 @@ def test_steps_return_new_arrays_and_validate_actions():
     for bad in ([3, 0], [-1, 0], [0, 0, 0]):
         with pytest.raises(ValueError, match="actions"):
             env.step(np.array(bad))
+
+
+def test_copy_false_returns_the_same_buffers_every_step_with_the_copy_true_values():
+    market = random_walk_market(400, seed=3)
+    config = small_config(mode="random", episode_length=12, position_sizes=[0.5, 2.0])
+    copied = VectorTradingEnv(market, num_envs=3, config=config)
+    reused = VectorTradingEnv(market, num_envs=3, config=config, copy=False)
+    assert copied.copy and not reused.copy
+    expected, _ = copied.reset(seed=7)
+    buffers, _ = reused.reset(seed=7)
+    for k in expected:
+        np.testing.assert_array_equal(buffers[k], expected[k])
+    actions = np.random.default_rng(4).integers(0, 5, (60, 3))
+    finals = []
+    for a in actions:
+        expected, e_rew, e_term, e_trunc, e_info = copied.step(a)
+        obs, rew, term, trunc, info = reused.step(a)
+        for k in expected:
+            assert obs[k] is buffers[k], k  # the same arrays, rewritten in place
+            np.testing.assert_array_equal(obs[k], expected[k], err_msg=k)
+        np.testing.assert_array_equal(rew, e_rew)
+        np.testing.assert_array_equal(term | trunc, e_term | e_trunc)
+        if "final_obs" in info:
+            for k, v in info["final_obs"].items():
+                assert not np.shares_memory(v, buffers[k])  # it outlives the step
+                np.testing.assert_array_equal(v, e_info["final_obs"][k], err_msg=k)
+            finals.append((info["final_obs"], e_info["final_obs"]))
+    assert len(finals) >= 5
+    # final observations kept from earlier steps still hold their values
+    for kept, ref in finals:
+        for k in kept:
+            np.testing.assert_array_equal(kept[k], ref[k])
+    # deep copies get their own buffers
+    twin = copy.deepcopy(reused)
+    twin_obs, *_ = twin.step(actions[0])
+    assert all(not np.shares_memory(twin_obs[k], buffers[k]) for k in buffers)
+    with pytest.raises(TypeError, match="copy"):
+        VectorTradingEnv(market, num_envs=3, config=config, copy=0)
 
 
 def test_single_env_rejects_render_modes_and_steps_before_reset():

@@ -277,6 +277,9 @@ def worker(
     timeout: Annotated[float | None, typer.Option(help="Stop starting trials after S.")] = None,
     accelerator: Annotated[str, typer.Option(help="cpu, gpu or auto.")] = "auto",
     threads: Annotated[int | None, typer.Option(help="torch threads for this worker.")] = None,
+    worker_index: Annotated[
+        int, typer.Option(help="Index among workers started together (sampler seed offset).")
+    ] = 0,
 ) -> None:
     """Join a study as one worker (e.g. from another machine with a PostgreSQL storage)."""
     from fxai_tune.tune import EXIT_FAILURE_RATE, FailureRateExceeded, run_worker
@@ -293,6 +296,7 @@ def worker(
             storage_url=storage,
             accelerator=accelerator,
             torch_threads=threads,
+            worker_index=worker_index,
         )
     except FailureRateExceeded as error:
         err_console.print(str(error), highlight=False, soft_wrap=True)

@@ -117,7 +117,8 @@ class RewardWeights:
     holding: float = 0.0
     """Weight of the holding penalty (-1 per step in a position beyond ``max_holding``)."""
     differential_sharpe: float = 0.0
-    """Weight of the differential Sharpe ratio of the net log return."""
+    """Weight of the differential Sharpe ratio of the net log return; at 0 it is not computed
+    (~2.8 us of a 64-env step) and ``info["reward_components"]`` reports it as 0."""
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -12,7 +12,8 @@ One step of an env at decision bar ``t`` that holds ``pos`` units and targets ``
     E_new = E_old + ((gap + body) - cost)               # equity marked at the mid close
 
 At N=64 a numpy call costs ~0.2-0.5 us of dispatch and almost nothing of arithmetic, so the
-step is laid out to make as few calls as possible (~50, see ``docs/benchmarks.md``):
+step is laid out to make as few calls as possible (~40 with the default reward weights, see
+``docs/benchmarks.md``):
 
 - What depends only on the transition ``tau = old action * A + new action`` is one column of a
   small transition table (flags, counter multipliers and increments, positions); what depends
@@ -23,7 +24,11 @@ step is laid out to make as few calls as possible (~50, see ``docs/benchmarks.md
   multiply and two adds; three reward components come from one ``minimum``.
 - Operands are same-shape contiguous arrays or 0-d arrays (broadcasting and Python floats cost
   2-5x more per call); views, scratch rows and the reward kernel are made once
-  (:meth:`TradingEngine._bind`), so the step slices nothing and allocates only its outputs.
+  (:meth:`TradingEngine._bind`), so the step slices nothing and allocates only its outputs
+  (not even the observations with ``copy_obs=False``).
+- Observations are one ``take`` of N rows of the window table (every window of a bar in one
+  contiguous row, see `MarketTables`), indexed by a third row of the clock that advances with
+  the decision bar.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import numpy as np
 from fxai_tune.data._market import MarketData
 from fxai_tune.env._config import EnvConfig
 from fxai_tune.env._reward import DSR_ROWS, REWARD_COMPONENTS, RewardSystem, dsr_state
+from fxai_tune.env._spaces import PORTFOLIO_FEATURES
 from fxai_tune.env._tables import BODY, GAP, UNIT_COST, MarketTables
 
 __all__ = ["EPISODE_KEYS", "MAX_BAR_TABLE_BYTES", "StepResult", "TradingEngine"]
@@ -88,6 +94,8 @@ _N_ADD_BAR = _TP - _E1 + 1
 _B_WIN = _N_ADD_BAR
 _B_ROWS = _N_ADD_BAR + 1
 
+_UINTP = np.dtype(np.uintp)
+_new_tuple = tuple.__new__
 _ONE = np.array(1.0)
 _ZERO = np.array(0.0)
 _UFUNCS = (np.add, np.multiply, np.subtract, np.divide, np.maximum, np.less, np.greater,
@@ -98,7 +106,9 @@ class StepResult(NamedTuple):
     """What one engine step returns.
 
     Every array is new (no later step writes into it) except ``components``, a view of the
-    engine's state that the next step overwrites: read or copy it before stepping again.
+    engine's state that the next step overwrites: read or copy it before stepping again, and,
+    for an engine made with ``copy_obs=False``, the arrays of ``obs`` (its observation buffers,
+    likewise overwritten).
 
     Attributes:
         obs: Observation per branch, ``(N, ...)``; rows of envs that ended hold the reset
@@ -134,14 +144,19 @@ class TradingEngine:
         market: Prices and features of the split.
         config: Environment configuration.
         num_envs: Number of accounts N.
+        copy_obs: Return new observation arrays from every :meth:`step` and full
+            :meth:`reset` (default); if False, the engine's own buffers, overwritten by the
+            next call (``final_obs`` is always new).
     """
 
-    def __init__(self, market: MarketData, config: EnvConfig, num_envs: int) -> None:
+    def __init__(self, market: MarketData, config: EnvConfig, num_envs: int, *,
+                 copy_obs: bool = True) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs=}")
         self.market = market
         self.config = config
         self.num_envs = num_envs
+        self.copy_obs = bool(copy_obs)
         self.tables = MarketTables(market, config)
         self.reward_system = RewardSystem(config.reward)
         self.n_actions = config.n_actions
@@ -151,7 +166,7 @@ class TradingEngine:
         self.rngs: list[np.random.Generator] = [np.random.default_rng() for _ in range(num_envs)]
         n = num_envs
         self._shape = (n,)
-        self._n_actions_u = np.array(self.n_actions, dtype=np.uintp)
+        self._n_actions_u = np.full(n, self.n_actions, dtype=np.uintp)
         self._n_actions_i = np.array(self.n_actions, dtype=np.intp)
         self._inv_time_scale = np.array(1.0 / config.position_time_scale)
         # Ends: steps left < 0.5 (length or split end), equity < margin level (margin call).
@@ -163,11 +178,13 @@ class TradingEngine:
         self._s_reset[[_SLACK_FLAT, _SLACK_HOLD]] = self.reward_system.thresholds
         self._s_reset[_DSR:_DSR + DSR_ROWS] = dsr_state(1)[:, 0]
         self._s = np.repeat(self._s_reset[:, None], n, axis=1)
-        # [t, (t - first) * A^2]: the decision bar and its column offset in the bar table.
-        self._tt = np.zeros((2, n), dtype=np.intp)
-        self._tt_step = np.empty((2, n), dtype=np.intp)
-        self._tt_step[0] = 1
-        self._tt_step[1] = self.n_actions**2
+        # [t, (t - first) * A^2, t - first]: the decision bar, its column offset in the bar
+        # table and its row in the window table, advanced by one add. The state holds rows 0-1
+        # (`_tt`, a view); row 2 follows from row 0.
+        self._clock = np.zeros((3, n), dtype=np.intp)
+        self._clock_step = np.empty((3, n), dtype=np.intp)
+        self._clock_step[[0, 2]] = 1
+        self._clock_step[1] = self.n_actions**2
         self._start = np.zeros(n, dtype=np.intp)
         self._old_a = np.full(n, self.flat_action * self.n_actions, dtype=np.intp)  # old * A
         self._all_envs = np.arange(n)
@@ -176,11 +193,12 @@ class TradingEngine:
 
     # Attributes derived from the arrays above (views, closures over them), rebuilt on unpickling
     # or deep copy so that they point into the new arrays.
-    _BOUND = ("_b", "_q", "_views", "_components", "component_views")
+    _BOUND = ("_b", "_q", "_views", "_components", "component_views", "_tt", "_tau", "_col",
+              "_bad", "_no_flags", "_no_ends", "_gather", "_portfolio_out")
 
     def _bind(self) -> None:
         """Make the step's views, scratch rows and kernels once: a slice costs ~0.07 us, an
-        attribute lookup ~0.01-0.02 us, a numpy call ~0.2-0.5 us, a whole step at N=64 ~21 us."""
+        attribute lookup ~0.01-0.02 us, a numpy call ~0.2-0.5 us, a step at N=64 ~17-20 us."""
         s, n = self._s, self.num_envs
         self._b = b = np.empty((_B_ROWS, n))  # bar-table rows of the step
         self._q = q = np.empty((_Q_ROWS, n))  # transition-table rows of the step
@@ -188,17 +206,32 @@ class TradingEngine:
         self.component_views = self.reward_system.breakdown(components)
         """Name -> ``(N,)`` reward component of the last step; the same arrays, rewritten in
         place by every step."""
+        self._tt = self._clock[:2]
+        # Scratch: transition, bar-table column, invalid action flags.
+        self._tau = np.empty(n, dtype=np.intp)
+        self._col = np.empty(n, dtype=np.intp)
+        self._bad = np.empty(n, dtype=bool)
+        # "Any True?" of a bool array is `mask.tobytes() != <as many zero bytes>`: 0.04 us at
+        # N=64, against 0.15 for `b"\x01" in mask.tobytes()`, 0.2 for np.count_nonzero and 0.7
+        # for mask.any().
+        self._no_flags, self._no_ends = bytes(n), bytes(2 * n)
+        # Observation buffers of copy_obs=False, overwritten by every step and full reset (so
+        # their contents need not survive a copy); None: new arrays every step.
+        self._gather = self.tables.window_gatherer(n, copy=self.copy_obs)
+        self._portfolio_out = None if self.copy_obs else np.empty(
+            (n, len(PORTFOLIO_FEATURES)), dtype=np.float32)
         reward_kernel = self.reward_system.kernel(
             s[_E0:_E2 + 1], s[_DD_DIFF:_SLACK_HOLD + 1], s[_DSR:_DSR + DSR_ROWS], components,
             q[_Q_R:_Q_R2 + 1], q[_Q_REWARD])
         self._views = (
             s[_TP], s[_MUL], s[_ADD_TAU], s[_ADD_BAR], s[_E2], s[_PEAK], s[_MAX_DD], s[_DD_OLD],
-            s[_DD_DIFF], s[_LEFT:_E0 + 1], s[_E0:_E2], s[_HOLD], s[_ACC:], self._tt,
-            self._tt[0], self._tt[1], self._tt_step, b, b[:_N_ADD_BAR], b[_B_WIN],
+            s[_DD_DIFF], s[_LEFT:_E0 + 1], s[_E0:_E2], s[_HOLD], s[_ACC:], self._clock,
+            self._clock[1], self._clock[2], self._clock_step, b, b[:_N_ADD_BAR], b[_B_WIN],
             q[_Q_TABLE], q[_Q_MUL], q[_Q_ADD_TAU], q[_Q_WON], q[_Q_DD], q[_Q_REWARD],
             q[_Q_REWARD:_Q_CLOSED + 1], q[_Q_OPEN_PNL], q[_Q_TIME], q[_Q_POS_FRAC:_Q_DD + 1].T,
             q[_Q_POSITION], self._tau_table, self._n_actions_i, self._inv_time_scale,
-            self._end_levels, reward_kernel, self.tables.window_gatherer(n), components)
+            self._end_levels, reward_kernel, self._gather, self._portfolio_out, components,
+            self._old_a, self._tau, self._col, self._no_ends)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -335,6 +368,7 @@ class TradingEngine:
         self.set_difficulty(state["difficulty"])
         for name in self._STATE_ARRAYS:
             getattr(self, name)[...] = state[name]
+        np.subtract(self._tt[0], self.tables.first, out=self._clock[2])
         for rng, rng_state in zip(self.rngs, state["rngs"], strict=True):
             rng.bit_generator.state = copy.deepcopy(rng_state)
 
@@ -364,7 +398,8 @@ class TradingEngine:
 
     def reset(self, indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Start a new episode in envs ``indices`` (all by default), in index order, each drawing
-        its start from its own RNG; returns their observations (rows in ``indices`` order)."""
+        its start from its own RNG; returns their observations (rows in ``indices`` order; the
+        observation buffers when all envs reset and ``copy_obs`` is False)."""
         idx = self._all_envs if indices is None else np.asarray(indices, dtype=np.intp)
         tables = self.tables
         if self.config.mode == "random":
@@ -374,16 +409,22 @@ class TradingEngine:
         else:
             starts = np.full(len(idx), tables.first, dtype=np.intp)
             stops = np.full(len(idx), tables.last, dtype=np.intp)
-        self._tt[0, idx] = starts
-        self._tt[1, idx] = (starts - tables.first) * self.n_actions**2
+        self._clock[0, idx] = starts
+        self._clock[1, idx] = (starts - tables.first) * self.n_actions**2
+        self._clock[2, idx] = starts - tables.first
         self._start[idx] = starts
         self._old_a[idx] = self.flat_action * self.n_actions
         # (the component rows still describe the step that ended these episodes)
         self._s[:_COMP, idx] = self._s_reset[:_COMP, None]
         self._s[_PEAK:, idx] = self._s_reset[_PEAK:, None]
         self._s[_LEFT, idx] = stops - starts
+        if indices is None and self._portfolio_out is not None:
+            obs = self._gather(self._clock[2])
+            self._portfolio_out[...] = 0.0
+            obs["portfolio"] = self._portfolio_out
+            return obs
         obs = tables.gather_windows(starts)
-        obs["portfolio"] = np.zeros((len(idx), 4), dtype=np.float32)
+        obs["portfolio"] = np.zeros((len(idx), len(PORTFOLIO_FEATURES)), dtype=np.float32)
         return obs
 
     def step(self, actions: np.ndarray, *, autoreset: bool) -> StepResult:
@@ -396,25 +437,27 @@ class TradingEngine:
         """
         a = np.asarray(actions, dtype=np.intp)
         # Negative actions view as huge unsigned ints: one comparison catches both ends.
-        if a.shape != self._shape or _any(np.greater_equal(a.view(np.uintp), self._n_actions_u)):
+        if a.shape != self._shape or np.greater_equal(
+                a.view(_UINTP), self._n_actions_u, self._bad).tobytes() != self._no_flags:
             raise ValueError(f"actions must be {self.num_envs} ints in [0, {self.n_actions}), "
                              f"got {actions!r}")
         # Local names: ~20 ns a call less than np.<name>, ~0.01 us per attribute lookup.
         add, multiply, subtract, divide, maximum, less, greater, heaviside = _UFUNCS
         (tp, mul, add_tau, add_bar, e2, peak, max_dd, dd_old, dd_diff, left_e0, e01, hold, acc,
-         tt, t, t_col, tt_step, b, b_add, b_win, q_table, q_mul, q_add, won, dd, reward, q_acc,
-         open_pnl, time_in_pos, portfolio, position, tau_table, n_actions, inv_time_scale,
-         end_levels, reward_kernel, gather, components) = self._views
-        tau = add(self._old_a, a)
+         clock, t_col, t_row, clock_step, b, b_add, b_win, q_table, q_mul, q_add, won, dd,
+         reward, q_acc, open_pnl, time_in_pos, portfolio, position, tau_table, n_actions,
+         inv_time_scale, end_levels, reward_kernel, gather, portfolio_out, components, old_a,
+         tau, col, no_ends) = self._views
+        add(old_a, a, tau)
         # "clip": indices are in range, and take writes into `out` without a temporary copy.
         tau_table.take(tau, axis=1, out=q_table, mode="clip")
         if self._bar_table is not None:
-            self._bar_table.take(add(t_col, tau), axis=1, out=b, mode="clip")
+            self._bar_table.take(add(t_col, tau, col), axis=1, out=b, mode="clip")
         else:
             b[...] = self._bar_rows(
                 self._bar_coef_flat.take(tau, axis=1).reshape(4, _B_ROWS, -1),
-                self._bars.take(t - self.tables.first, axis=1)[:, None, :])
-        self._old_a = multiply(a, n_actions)
+                self._bars.take(t_row, axis=1)[:, None, :])
+        multiply(a, n_actions, old_a)
         # A round trip closed by this step won if its PnL, costs of both sides included, is > 0.
         add(tp, b_win, won)
         heaviside(won, _ZERO, won)
@@ -437,13 +480,17 @@ class TradingEngine:
         ends = less(left_e0, end_levels)  # rows: out of steps, margin call
         terminated = ends[1]
         truncated = greater(ends[0], terminated)
-        add(tt, tt_step, tt)
-        obs = gather(t)
-        obs["portfolio"] = np.ascontiguousarray(portfolio, dtype=np.float32)
+        add(clock, clock_step, clock)
+        obs = gather(t_row)
+        if portfolio_out is None:
+            obs["portfolio"] = np.ascontiguousarray(portfolio, dtype=np.float32)
+        else:
+            portfolio_out[...] = portfolio
+            obs["portfolio"] = portfolio_out
 
         episode = final_obs = None
         done = _EMPTY
-        if _any(ends):
+        if ends.tobytes() != no_ends:  # any episode ended
             done = np.flatnonzero(ends[0] | ends[1])
             episode = self._episode_stats(done)
             if autoreset:
@@ -452,8 +499,9 @@ class TradingEngine:
                     final_obs[k][done] = v[done]
                 for k, v in self.reset(done).items():
                     obs[k][done] = v
-        return StepResult(obs, reward.copy(), terminated, truncated, components, equity,
-                          position.copy(), done, episode, final_obs)
+        # tuple.__new__: half the cost of the NamedTuple's Python-level __new__
+        return _new_tuple(StepResult, (obs, reward.copy(), terminated, truncated, components,
+                                       equity, position.copy(), done, episode, final_obs))
 
     def _episode_stats(self, done: np.ndarray) -> dict[str, np.ndarray]:
         """Statistics of the episodes ending at rows ``done`` (0 in the other rows).
@@ -485,12 +533,6 @@ class TradingEngine:
         stats["sharpe"][done] = sharpe
         stats["max_drawdown"][done] = self._s[_MAX_DD, done]
         return stats
-
-
-def _any(mask: np.ndarray) -> bool:
-    """Whether a bool array holds a True: 0.08 us at N=64, against 0.2 us for
-    ``np.count_nonzero`` (a Python wrapper) and 0.7 us for ``mask.any()`` (a ufunc reduction)."""
-    return b"\x01" in mask.tobytes()
 
 
 _EMPTY = np.zeros(0, dtype=np.intp)

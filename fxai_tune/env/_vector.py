@@ -31,17 +31,28 @@ class VectorTradingEnv(VectorEnv):
     where ``infos["_episode"]``). ``infos["reward_components"]``, ``infos["equity"]`` and
     ``infos["position"]`` describe the step just taken, before any reset.
 
-    Buffer reuse: observations, rewards, ``terminated``, ``truncated``, ``equity``,
-    ``position``, ``episode`` and ``final_obs`` are new arrays every step. The
-    ``reward_components`` dict and its arrays are the same objects every step, rewritten in
-    place by the next ``step`` (saves ~0.6 us a step): read or copy them before stepping again.
-    The ``_reward_components`` / ``_equity`` / ``_position`` masks are one read-only all-True
-    array.
+    Buffer reuse: rewards, ``terminated``, ``truncated``, ``equity``, ``position``,
+    ``episode`` and ``final_obs`` are new arrays every step; so are the observations with
+    ``copy=True`` (the default). With ``copy=False``, as in gymnasium's
+    ``SyncVectorEnv(copy=False)``, ``reset`` and ``step`` return the env's preallocated
+    observation buffers (the same arrays every call, in a new dict), overwritten by the next
+    ``step`` or ``reset``: read or copy them before stepping again. ``final_obs`` is a new
+    array either way, since it outlives the step. The ``reward_components`` dict and its arrays
+    are the same objects every step, rewritten in place by the next ``step`` (saves ~0.6 us a
+    step): read or copy them before stepping again. The ``_reward_components`` / ``_equity`` /
+    ``_position`` masks are one read-only all-True array.
+
+    ``infos["reward_components"]["differential_sharpe"]`` is 0 when its weight is 0 (it is not
+    computed, see `RewardSystem`).
 
     Args:
         market: Prices and features of the split.
         num_envs: Number of accounts.
         config: Environment configuration (default ``EnvConfig()``).
+        copy: Return new observation arrays from every ``reset`` and ``step`` (default); if
+            False, the env's buffers, overwritten by the next call. The PPO collector copies
+            each observation into its rollout buffer before stepping again, so it trains with
+            ``copy=False``.
     """
 
     metadata: ClassVar[dict[str, Any]] = {
@@ -50,9 +61,12 @@ class VectorTradingEnv(VectorEnv):
     }
 
     def __init__(self, market: MarketData, *, num_envs: int = 8,
-                 config: EnvConfig | None = None) -> None:
+                 config: EnvConfig | None = None, copy: bool = True) -> None:
+        if not isinstance(copy, bool):
+            raise TypeError(f"copy must be True or False, got {copy=}")
         self.config = EnvConfig() if config is None else config
-        self.engine = TradingEngine(market, self.config, num_envs)
+        self.copy = copy
+        self.engine = TradingEngine(market, self.config, num_envs, copy_obs=copy)
         self.num_envs = num_envs
         self.single_observation_space = observation_space(self.engine.tables)
         self.single_action_space = spaces.Discrete(self.config.n_actions)

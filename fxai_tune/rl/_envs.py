@@ -35,6 +35,12 @@ def make_vector_env(
     envs make deterministic full passes. With ``config.env_id`` set, a registered gymnasium
     env is used instead (its "splits" differ only by seed, chosen by the caller).
 
+    The FX training env returns its observation buffers, overwritten by every step
+    (``VectorTradingEnv(copy=False)``): `RLDataModule.collect_rollout` copies each observation
+    into the rollout buffer before stepping again and clones the last one. Validation and test
+    envs copy: `run_episodes` passes observations to any action function, which may keep
+    them, and a full pass with a policy forward per step gains nothing measurable.
+
     Args:
         config: The run's configuration.
         split: "train", "val" or "test" ("test" only for the final report).
@@ -64,4 +70,4 @@ def make_vector_env(
     market = data.test_market() if split == "test" else data.market(split)
     mode = "random" if split == "train" else "sequential"
     env_config = dataclasses.replace(config.env, mode=mode)
-    return VectorTradingEnv(market, num_envs=num_envs, config=env_config)
+    return VectorTradingEnv(market, num_envs=num_envs, config=env_config, copy=split != "train")

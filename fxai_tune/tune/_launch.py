@@ -73,6 +73,8 @@ def launch_workers(
             storage_url,
             "--n-trials",
             str(n_trials),
+            "--worker-index",
+            str(index),
         ]
         if timeout is not None:
             command += ["--timeout", str(timeout)]

@@ -51,23 +51,32 @@ class FailureRateExceeded(RuntimeError):
     """Too many trials failed; the study was stopped."""
 
 
-def open_study(config: StudyConfig, storage_url: str | None = None) -> optuna.Study:
-    """Create the study, or load it if it exists (rerunning a command continues it)."""
+def open_study(
+    config: StudyConfig, storage_url: str | None = None, *, worker: int = 0
+) -> optuna.Study:
+    """Create the study, or load it if it exists (rerunning a command continues it).
+
+    Under the study lock: workers started together on a fresh database would otherwise race
+    to create Optuna's tables and the study. ``worker`` offsets the sampler seed so parallel
+    workers do not propose the same parameters.
+    """
     from fxai_tune.tune._study import make_pruner, make_sampler
 
-    storage = make_storage(
-        storage_url or config.storage,
-        heartbeat_interval=config.heartbeat_interval,
-        grace_period=config.grace_period,
-    )
-    return optuna.create_study(
-        study_name=config.name,
-        storage=storage,
-        sampler=make_sampler(config.sampler),
-        pruner=make_pruner(config.pruner),
-        directions=list(config.directions),
-        load_if_exists=True,
-    )
+    url = storage_url or config.storage
+    with study_lock(url, config.name):
+        storage = make_storage(
+            url, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period
+        )
+        return optuna.create_study(
+            study_name=config.name,
+            storage=storage,
+            sampler=make_sampler(
+                config.sampler, n_objectives=len(config.directions), worker=worker
+            ),
+            pruner=make_pruner(config.pruner),
+            directions=list(config.directions),
+            load_if_exists=True,
+        )
 
 
 @dataclass
@@ -215,6 +224,7 @@ def run_worker(
     storage_url: str | None = None,
     accelerator: str = "auto",
     torch_threads: int | None = None,
+    worker_index: int = 0,
 ) -> StudyCounts:
     """Run trials of ``config``'s study until the cap, the timeout, or too many failures.
 
@@ -225,6 +235,7 @@ def run_worker(
         storage_url: Storage URL overriding ``config.storage``.
         accelerator: Lightning accelerator for this worker's trials.
         torch_threads: torch threads for this worker (1 per worker on CPU).
+        worker_index: This worker's index among those started together (sampler seed offset).
 
     Returns:
         The study's trial counts when this worker stopped.
@@ -235,7 +246,7 @@ def run_worker(
     url = storage_url or config.storage
     cap = n_trials if n_trials is not None else config.n_trials
     timeout = timeout if timeout is not None else config.timeout
-    study = open_study(config, url)
+    study = open_study(config, url, worker=worker_index)
     objective = TrialObjective(config, accelerator=accelerator, torch_threads=torch_threads)
     callbacks = [MaxTrialsCallback(cap, states=None)]
     deadline = time.monotonic() + timeout if timeout is not None else None
