@@ -61,3 +61,16 @@ def test_backtest_prints_the_baselines_on_the_shipped_data():
 def test_backtest_rejects_an_unknown_split():
     result = _run("backtest", "--split", "holdout")
     assert result.returncode == 2 and "holdout" in result.stderr
+
+
+def test_bare_key_value_arguments_go_to_the_hydra_app():
+    result = _run("train", "model=small", "ppo.learning_rate=0.0005", "--cfg", "job")
+    assert result.returncode == 0, result.stderr[-2000:]
+    composed = yaml.safe_load(result.stdout)
+    assert composed["ppo"]["learning_rate"] == 0.0005
+    assert composed["model"]["d_model"] < 64  # the small model group
+
+
+def test_hydra_arguments_cannot_be_mixed_with_a_config_file(tmp_path):
+    result = _run("train", "--config", str(tmp_path / "x.yaml"), "model=small")
+    assert result.returncode == 2 and "one front door" in result.stderr
