@@ -169,3 +169,28 @@ def test_dashboard_serves_the_study_on_loopback(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_pruning_works_under_ddp_with_rdb_storage(tmp_path):
+    """Two spawned CPU ranks: rank 0 reports once per validation, both stop, trial PRUNED."""
+    pruner = {"name": "median", "options": {"n_startup_trials": 1}}
+    path = write_tiny_study(tmp_path, "ddp", n_trials=3, pruner=pruner)
+    ddp = "torch_threads: 1\n    strategy: ddp_spawn\n    devices: '2'"
+    path.write_text(path.read_text().replace("torch_threads: 1", ddp, 1))
+    config = load_study_config(path)
+    assert config.base_config.trainer.strategy == "ddp_spawn"
+    study = open_study(config)
+    for _ in range(2):  # two finished trials that did far better at every validation
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"ppo.learning_rate": 1e-3, "ppo.ent_coef": 1e-2},
+                distributions=config.space.distributions(),
+                value=1e9,
+                intermediate_values={step: 1e9 for step in range(4)},
+            )
+        )
+    run_worker(config, accelerator="cpu")
+    trial = study.get_trials()[-1]
+    assert trial.state == TrialState.PRUNED, trial.user_attrs.get("fail_reason")
+    assert list(trial.intermediate_values) == [0]  # reported once (rank 0), at validation 0

@@ -85,6 +85,10 @@ def build_training(
             validation.
     """
     pl.seed_everything(config.seed, workers=True, verbose=False)
+    if "spawn" in config.trainer.strategy:
+        # the datamodule's tensors travel to the spawned ranks; the default fd-passing
+        # sharing strategy fails on them ("bad value(s) in fds_to_keep")
+        torch.multiprocessing.set_sharing_strategy("file_system")
     if config.trainer.torch_threads is not None:
         torch.set_num_threads(config.trainer.torch_threads)
     run_dir = Path(config.run_dir)

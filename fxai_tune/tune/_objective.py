@@ -20,7 +20,11 @@ from fxai_tune.rl import (
     plot_equity,
     train,
 )
-from fxai_tune.tune._pruning import OptunaPruningCallback, ValidationHistory
+from fxai_tune.tune._pruning import (
+    OptunaPruningCallback,
+    ValidationHistory,
+    pruned_in_subprocess,
+)
 from fxai_tune.tune._study import StudyConfig
 
 __all__ = ["TrialObjective", "describe_failure", "reduce_history"]
@@ -88,10 +92,12 @@ class TrialObjective:
         """Sample this trial's parameters into the study's base config."""
         values = self.study.space.sample(trial)
         config = self.study.space.apply(self.study.base_config, values)
+        # one device per worker, unless the study trains each trial with DDP itself
+        ddp = config.trainer.strategy.startswith("ddp")
         trainer = dataclasses.replace(
             config.trainer,
             accelerator=self.accelerator,
-            devices="1",
+            devices=config.trainer.devices if ddp else "1",
             enable_progress_bar=False,
             torch_threads=self.torch_threads,
         )
@@ -118,6 +124,10 @@ class TrialObjective:
                     callbacks.append(OptunaPruningCallback(trial, self.study.metrics[0]))
                 try:
                     run = train(seed_config, extra_callbacks=callbacks)
+                except Exception as error:
+                    if pruned_in_subprocess(error):
+                        raise optuna.TrialPruned("pruned in a spawned DDP rank") from error
+                    raise
                 except SystemExit as exit_:
                     # Lightning turns Ctrl-C into sys.exit(1) after its own clean-up; make it
                     # an interrupt again so Optuna records this trial FAIL and stops.

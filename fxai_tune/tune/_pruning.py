@@ -9,7 +9,20 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from typing_extensions import override
 
-__all__ = ["OptunaPruningCallback", "ValidationHistory"]
+__all__ = ["OptunaPruningCallback", "ValidationHistory", "pruned_in_subprocess"]
+
+
+def pruned_in_subprocess(error: BaseException) -> bool:
+    """Whether ``error`` is a spawned DDP rank's `optuna.TrialPruned`, re-raised by torch.
+
+    ``ddp_spawn`` runs training in child processes; torch re-raises their exceptions in the
+    parent as ``ProcessRaisedException`` carrying only the child's traceback text.
+    """
+    from torch.multiprocessing import ProcessRaisedException
+
+    return isinstance(error, ProcessRaisedException) and "optuna.exceptions.TrialPruned" in str(
+        error
+    )
 
 
 class ValidationHistory(Callback):
