@@ -48,27 +48,11 @@ def synthetic_study(
     total_timesteps: int,
     storage: str | None = None,
 ) -> Path:
-    """A study over a small transformer on a planted-signal synthetic market."""
+    """A study over studies/configs/signal_base.yaml (planted-signal synthetic market)."""
     study = {
         "name": name,
-        "base": {
-            "seed": 0,
-            "data": {
-                "source": "synthetic",
-                "synthetic": {"n_bars": 4000, "seed": 11, "signal_strength": 0.5},
-            },
-            "env": {
-                "windows": {"1h": 8},
-                "episode_length": 256,
-                "cost": {"spread": 0.0, "slippage": 0.0},
-                "reward": {"weights": {"drawdown": 0.0}},
-                "curriculum": {"min_episode_length": 64},
-            },
-            "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "dim_feedforward": 64,
-                      "pooling": "last"},
-            "ppo": {"n_envs": 8, "n_steps": 64, "batch_size": 128},
-            "trainer": {"accelerator": "cpu", "torch_threads": 1},
-        },
+        # the shipped planted-signal base config (also studies/signal_demo.yaml's)
+        "base_config": str(ROOT / "studies" / "configs" / "signal_base.yaml"),
         "search_space": {
             "params": {
                 "ppo.learning_rate": {"type": "float", "low": 1e-5, "high": 3e-3, "log": True},
