@@ -67,8 +67,6 @@ HYDRA_ONLY_KEYS = ("callbacks", "logger", "objective", "experiment_name", "repor
 """Top-level keys of the Hydra config that are not `TrainConfig` fields."""
 
 PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}
-DIRECTIONS = ("maximize", "minimize")
-REDUCTIONS = ("best", "last")
 
 
 # -- structured configs --------------------------------------------------------------------------
@@ -118,31 +116,44 @@ class LoggerConfig:
 
 @dataclass
 class ObjectiveConfig:
-    """What the task returns to a sweeper."""
+    """What the task returns to a sweeper: the study file's ``objective`` block, scored by
+    the same code (`fxai_tune.tune.score_trial`)."""
 
     metrics: list[str] = field(default_factory=lambda: [MONITOR])
     """Validation metrics returned, one per direction (a list is returned for several):
-    val/episode_reward, val/total_return, val/sharpe, val/max_drawdown, val/trades."""
+    val/episode_reward (the net trading score), val/sharpe, val/sortino, val/calmar,
+    val/max_drawdown, val/trades ...; never val/shaped_reward when env.reward.* is swept."""
     directions: list[str] = field(default_factory=lambda: ["maximize"])
     """maximize or minimize per metric; must equal the sweep's hydra.sweeper.direction."""
-    reduce: str = "best"
-    """best (by direction) or last value of each metric over the run's validations."""
+    reduce: str = "last"
+    """last (what a retrain reproduces) or best (on the first metric) validation; every
+    metric comes from that one validation."""
+    folds: int = 1
+    """Walk-forward folds over train + val; the value is the mean over folds."""
+    embargo_bars: int = 0
+    """Bars between a fold's train and val windows beyond the observation lookback."""
+    seeds_per_trial: int = 1
+    """Training seeds per job; the value is their mean."""
 
     def __post_init__(self) -> None:
         self.metrics, self.directions = list(self.metrics), list(self.directions)
-        if not self.metrics or len(self.metrics) != len(self.directions):
+        self.spec()
+        if isinstance(self.seeds_per_trial, bool) or self.seeds_per_trial < 1:
             raise ValueError(
-                "objective.metrics and objective.directions need one entry each per objective, "
-                f"got metrics={self.metrics!r}, directions={self.directions!r}"
+                f"objective.seeds_per_trial: got {self.seeds_per_trial!r}; valid: an integer >= 1"
             )
-        for direction in self.directions:
-            if direction not in DIRECTIONS:
-                raise ValueError(
-                    f"objective.directions must hold {list(DIRECTIONS)}, got {direction!r}"
-                )
-        if self.reduce not in REDUCTIONS:
-            raise ValueError(f"objective.reduce must be one of {list(REDUCTIONS)}, "
-                             f"got {self.reduce!r}")
+
+    def spec(self) -> Any:
+        """The `ObjectiveSpec` the shared scoring path takes."""
+        from fxai_tune.tune import ObjectiveSpec
+
+        return ObjectiveSpec(
+            metrics=tuple(self.metrics),
+            directions=tuple(self.directions),
+            reduce=self.reduce,
+            folds=self.folds,
+            embargo_bars=self.embargo_bars,
+        )
 
 
 @dataclass
@@ -277,13 +288,15 @@ def run_task(cfg: DictConfig) -> float | list[float]:
 
     Inside an ``fxai_optuna`` sweep the job's trial receives the config (user attr ``config``)
     and the validation metrics, samples the sweep's ``search_space`` file into the config,
-    and prunes the run on ``objective.metrics[0]``.
+    and prunes the run on ``objective.metrics[0]``. Scoring (seeds, folds, the validation
+    each value comes from, what is recorded on the trial) is `fxai_tune.tune.score_trial`,
+    the same as ``fxai-tune run``'s.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from fxai_tune.rl import config_to_dict, final_report, train
-    from fxai_tune.tune import OptunaPruningCallback, ValidationHistory, reduce_history
+    from fxai_tune.rl import config_to_dict, final_report
+    from fxai_tune.tune import score_trial
 
     objective: ObjectiveConfig = _section(cfg, "objective", ObjectiveConfig)
     callbacks: CallbacksConfig = _section(cfg, "callbacks", CallbacksConfig)
@@ -308,31 +321,22 @@ def run_task(cfg: DictConfig) -> float | list[float]:
         trial.set_user_attr("config", config_to_dict(config))
         trial.set_user_attr("run_dir", config.run_dir)
 
-    history = ValidationHistory()
-    extra: list[Any] = [history]
-    if trial is not None and callbacks.pruning and len(objective.metrics) == 1:
-        extra.append(OptunaPruningCallback(trial, objective.metrics[0]))
-    extra.extend(_extra_callbacks(callbacks))
-    try:
-        run = train(
-            config,
-            extra_callbacks=extra,
-            loggers=logger.enabled,
-            checkpointing=callbacks.checkpointing,
-        )
-    finally:
-        if trial is not None and history.env_steps:
-            trial.set_user_attr("env_steps", history.env_steps[-1])
-    result = [
-        reduce_history(history.history, metric, objective.reduce, direction)
-        for metric, direction in zip(objective.metrics, objective.directions, strict=True)
-    ]
-    if trial is not None:
-        trial.set_user_attr("val_metrics", history.history[-1])
+    spec = objective.spec()
+    runs: list[Any] = []
+    result = score_trial(
+        trial,
+        config,
+        spec,
+        seeds_per_trial=objective.seeds_per_trial,
+        prune=callbacks.pruning,
+        train_kwargs={"loggers": logger.enabled, "checkpointing": callbacks.checkpointing},
+        extra_callbacks=_extra_callbacks(callbacks),
+        on_run=runs.append,
+    )
     if report:
-        table = final_report(run)
-        log.info("Test-split report (%s): %s", run.run_dir, table)
-    log.info("Objective (%s over the validations): %s", objective.reduce,
+        table = final_report(runs[-1])
+        log.info("Test-split report (%s): %s", runs[-1].run_dir, table)
+    log.info("Objective (%s validation, mean over %d fold(s)): %s", spec.reduce, spec.folds,
              dict(zip(objective.metrics, result, strict=True)))
     if not all(math.isfinite(v) for v in result):
         log.warning("The objective is not finite: %s", result)

@@ -336,3 +336,310 @@ def test_data_package_imports_neither_torch_nor_lightning() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+# ------------------------------------------------------------------ loader traps (issue 13)
+# Each was read silently wrong (or crashed) before; now a correct parse or a one-line DataError
+# naming the file, the line and what is valid.
+
+
+def _one_line_error(path: Path, line: int | None, *fragments: str, **kwargs: object) -> str:
+    """Load ``path`` expecting a `DataError` at ``line`` holding every fragment."""
+    with pytest.raises(DataError) as info:
+        load_bars(path, **kwargs)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "\n" not in message
+    prefix = f"{path}, line {line}: " if line is not None else f"{path}"
+    assert message.startswith(prefix), message
+    body = message[len(prefix):]  # the path may hold any word
+    for fragment in fragments:
+        assert fragment in body, message
+    return message
+
+
+def test_histdata_with_an_explicit_timestamp_format_is_still_shifted_from_est() -> None:
+    bars = load_bars(HISTDATA, format="histdata", timestamp_format="%Y%m%d %H%M%S")
+    assert bars.index[0] == pd.Timestamp("2017-01-02 22:00", tz="UTC")  # 17:00 EST
+    pd.testing.assert_frame_equal(bars, load_bars(HISTDATA), check_freq=False)
+
+
+def test_histdata_est_is_fixed_utc_minus_5_even_in_us_summer(tmp_path: Path) -> None:
+    path = tmp_path / "DAT_ASCII_EURUSD_M1_201707.csv"
+    path.write_text(
+        "20170703 120000;1.13720;1.13730;1.13700;1.13710;0\n"
+        "20170703 120100;1.13710;1.13740;1.13700;1.13730;0\n"
+    )
+    # New York is on EDT (UTC-4) in July; HistData stays on EST (UTC-5).
+    assert load_bars(path).index[0] == pd.Timestamp("2017-07-03 17:00", tz="UTC")
+
+
+def test_histdata_timezone_can_be_overridden(tmp_path: Path) -> None:
+    bars = load_bars(HISTDATA, timezone="UTC")
+    assert bars.index[0] == pd.Timestamp("2017-01-02 17:00", tz="UTC")
+
+
+def _slash_dates(tmp_path: Path, stamps: list[str], name: str = "slash.csv") -> Path:
+    rows = [f"{s},1.05283,1.05290,1.05268,1.05281" for s in stamps]
+    return _csv(tmp_path, rows, header="Date,Open,High,Low,Close", name=name)
+
+
+_AMBIGUOUS = ["05/01/2017 00:00", "06/01/2017 00:00", "07/01/2017 00:00"]
+
+
+@pytest.mark.parametrize("sep", ["/", "-"])
+def test_ambiguous_day_month_dates_are_refused_with_the_formats_to_pass(
+    tmp_path: Path, sep: str
+) -> None:
+    path = _slash_dates(tmp_path, [s.replace("/", sep) for s in _AMBIGUOUS])
+    _one_line_error(
+        path, 2, "ambiguous date '05" + sep + "01" + sep + "2017 00:00'",
+        f"timestamp_format='%d{sep}%m{sep}%Y %H:%M'", f"'%m{sep}%d{sep}%Y %H:%M'",
+    )
+
+
+def test_ambiguous_dates_parse_as_told_by_timestamp_format(tmp_path: Path) -> None:
+    path = _slash_dates(tmp_path, _AMBIGUOUS)
+    day_first = load_bars(path, timestamp_format="%d/%m/%Y %H:%M")
+    assert day_first.index[0] == pd.Timestamp("2017-01-05", tz="UTC")
+    month_first = load_bars(path, timestamp_format="%m/%d/%Y %H:%M")
+    assert month_first.index[0] == pd.Timestamp("2017-05-01", tz="UTC")
+
+
+def test_a_day_above_12_anywhere_settles_the_order(tmp_path: Path) -> None:
+    day_first = _slash_dates(tmp_path, [*_AMBIGUOUS, "13/01/2017 00:00"], name="dmy.csv")
+    bars = load_bars(day_first)
+    assert bars.index[0] == pd.Timestamp("2017-01-05", tz="UTC")
+    assert bars.index[-1] == pd.Timestamp("2017-01-13", tz="UTC")
+    month_first = _slash_dates(tmp_path, ["01/05/2017", "01/06/2017", "01/13/2017"], name="m.csv")
+    assert load_bars(month_first).index[0] == pd.Timestamp("2017-01-05", tz="UTC")
+
+
+def test_dates_mixing_day_first_and_month_first_are_refused(tmp_path: Path) -> None:
+    path = _slash_dates(tmp_path, ["13/01/2017", "14/01/2017", "01/15/2017"])
+    _one_line_error(path, 4, "'01/15/2017'", "line 2 ('13/01/2017')", "timestamp_format")
+
+
+def test_two_digit_years_are_refused_as_ambiguous(tmp_path: Path) -> None:
+    path = _slash_dates(tmp_path, ["13/01/17", "14/01/17", "15/01/17"])
+    _one_line_error(path, 2, "two-digit year", "timestamp_format")
+
+
+def test_dotted_dates_are_day_first_as_dukascopy_writes_them(tmp_path: Path) -> None:
+    path = _csv(
+        tmp_path,
+        [r.replace(":00.000,", ",", 1) for r in _GOOD_ROWS],  # "02.01.2017 00:00" no seconds
+        header="Date,Open,High,Low,Close,Volume",
+    )
+    assert load_bars(path).index[0] == pd.Timestamp("2017-01-02", tz="UTC")  # not Feb 1st
+
+
+def _dukascopy_local(tmp_path: Path, stamps: list[str], header: str = "Local time") -> Path:
+    rows = [f"{s},1.05283,1.05290,1.05268,1.05281,100" for s in stamps]
+    return _csv(tmp_path, rows, header=f"{header},Open,High,Low,Close,Volume", name="local.csv")
+
+
+def test_dukascopy_local_time_with_gmt_offset_is_converted_to_utc(tmp_path: Path) -> None:
+    path = _dukascopy_local(
+        tmp_path,
+        [
+            "26.03.2017 00:00:00.000 GMT+0100",  # CET
+            "26.03.2017 01:00:00.000 GMT+0100",
+            "26.03.2017 03:00:00.000 GMT+0200",  # CEST from 02:00 local
+            "26.03.2017 04:00:00.000 GMT+0200",
+        ],
+    )
+    bars = load_bars(path)
+    expected = pd.date_range("2017-03-25 23:00", periods=4, freq="h", tz="UTC")
+    pd.testing.assert_index_equal(
+        bars.index, expected.as_unit("ns").rename("timestamp"), check_freq=False
+    )
+
+
+def test_naive_local_time_is_refused_unless_a_timezone_is_given(tmp_path: Path) -> None:
+    path = _dukascopy_local(
+        tmp_path,
+        ["26.03.2017 00:00:00.000", "26.03.2017 01:00:00.000", "26.03.2017 03:00:00.000"],
+    )
+    _one_line_error(path, 2, "'Local time'", "no UTC offset", "'26.03.2017 00:00:00.000'",
+                    "timezone=")
+    bars = load_bars(path, timezone="Europe/Zurich")
+    assert list(bars.index.hour) == [23, 0, 1]
+
+
+def test_local_time_repeated_at_the_autumn_change_is_inferred(tmp_path: Path) -> None:
+    path = _dukascopy_local(
+        tmp_path,
+        [f"29.10.2017 {h}:00:00.000" for h in ("00", "01", "02", "02", "03")],
+    )
+    bars = load_bars(path, timezone="Europe/Zurich")
+    expected = pd.date_range("2017-10-28 22:00", periods=5, freq="h", tz="UTC")
+    pd.testing.assert_index_equal(
+        bars.index, expected.as_unit("ns").rename("timestamp"), check_freq=False
+    )
+
+
+def test_local_time_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    path = _dukascopy_local(
+        tmp_path,
+        [f"26.03.2017 {h}:00:00.000" for h in ("00", "01", "02", "03")],  # 02:00 is skipped
+    )
+    _one_line_error(path, 4, "'26.03.2017 02:00:00.000'", "'Europe/Zurich'",
+                    timezone="Europe/Zurich")
+
+
+def _epoch(tmp_path: Path, values: list[int]) -> Path:
+    rows = [f"{v},1.05283,1.05290,1.05268,1.05281" for v in values]
+    return _csv(tmp_path, rows, header="ts,open,high,low,close", name="epoch.csv")
+
+
+def test_epoch_milliseconds_read_as_seconds_suggest_ms(tmp_path: Path) -> None:
+    path = _epoch(tmp_path, [1483315200000, 1483318800000])
+    _one_line_error(path, 2, "1483315200000", "timestamp_format='s'", "timestamp_format='ms'",
+                    "2017-01-02 00:00:00", timestamp_format="s")
+    assert load_bars(path, timestamp_format="ms").index[0] == pd.Timestamp("2017-01-02", tz="UTC")
+
+
+def test_epoch_seconds_read_as_milliseconds_are_refused(tmp_path: Path) -> None:
+    path = _epoch(tmp_path, [1483315200, 1483318800])  # would be 1970-01-18 as ms
+    _one_line_error(path, 2, "1483315200", "1970-01-18", "timestamp_format='s'",
+                    timestamp_format="ms")
+
+
+@pytest.mark.parametrize(
+    ("name", "payload"),
+    [
+        ("text.dbn", DUKASCOPY.read_bytes()),
+        ("short.dbn", b"hello"),
+        ("empty.dbn", b""),
+        ("text.dbn.zst", DUKASCOPY.read_bytes()),
+    ],
+)
+def test_a_non_dbn_file_is_reported_as_not_dbn(tmp_path: Path, name: str, payload: bytes) -> None:
+    path = tmp_path / name
+    path.write_bytes(payload)
+    with pytest.raises(DataError) as info:
+        load_bars(path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{path}")
+    assert "not a DBN file" in message and "schema None" not in message
+
+
+def test_a_truncated_dbn_file_is_reported(tmp_path: Path) -> None:
+    good = tmp_path / "good.dbn"
+    _write_dbn(good, _dbn_rows())
+    path = tmp_path / "cut.dbn"
+    for size in (20, len(good.read_bytes()) - 10):  # inside the header; inside a record
+        path.write_bytes(good.read_bytes()[:size])
+        with pytest.raises(DataError) as info:
+            load_bars(path)
+        assert str(info.value).startswith(f"{path}: truncated DBN file"), str(info.value)
+
+
+# -------------------------------------------- spikes: beyond a multiple of recent volatility
+
+
+def _sample_rows(n: int = 60, start: int = 100) -> tuple[str, list[list[str]]]:
+    """Sample bars as Dukascopy CSV cells; data row ``i`` sits on line ``i + 2``."""
+    bars = load_sample().iloc[start:start + n]
+    rows = [
+        [f"{t:%d.%m.%Y %H:%M:%S}.000", *(repr(float(x)) for x in row)]
+        for t, row in zip(bars.index, bars[list(BAR_ORDER)].to_numpy(), strict=True)
+    ]
+    return _HEADER, rows
+
+
+BAR_ORDER = ("open", "high", "low", "close", "volume")
+_COL = {name: i + 1 for i, name in enumerate(BAR_ORDER)}
+
+
+def _spiked(tmp_path: Path, edits: dict[tuple[int, str], str], n: int = 60) -> Path:
+    header, rows = _sample_rows(n)
+    for (row, column), value in edits.items():
+        rows[row][_COL[column]] = value
+    return _csv(tmp_path, [",".join(r) for r in rows], header=header, name="spiked.csv")
+
+
+def test_a_high_of_1e300_is_a_spike_named_with_file_line_and_value(tmp_path: Path) -> None:
+    path = _spiked(tmp_path, {(20, "high"): "1e300"})
+    _one_line_error(
+        path, 22, "high 1e+300", "is a spike", "outlier_multiple=25", "outliers='drop'"
+    )
+
+
+def test_an_open_typed_1e5_times_too_large_is_a_spike(tmp_path: Path) -> None:
+    _, rows = _sample_rows()
+    typo = repr(float(rows[30][_COL["open"]]) * 1e5)
+    path = _spiked(tmp_path, {(30, "open"): typo, (30, "high"): typo})
+    _one_line_error(path, 32, f"open {typo}", "is a spike")
+    path = _spiked(tmp_path, {(30, "open"): typo})  # high left below it: still a spike first
+    _one_line_error(path, 32, f"open {typo}", "is a spike")
+
+
+def test_a_decimal_slip_in_close_is_a_spike(tmp_path: Path) -> None:
+    _, rows = _sample_rows()
+    close = float(rows[40][_COL["close"]])
+    path = _spiked(tmp_path, {(40, "close"): repr(close / 10)})  # below low: a spike first
+    _one_line_error(path, 42, f"close {close / 10!r}", "is a spike")
+
+
+def test_the_outlier_multiple_is_configurable(tmp_path: Path) -> None:
+    _, rows = _sample_rows()
+    high = float(rows[20][_COL["high"]])
+    path = _spiked(tmp_path, {(20, "high"): repr(high * 1.02)})  # +2 %: ~13 x hourly vol
+    assert len(load_bars(path)) == 60
+    _one_line_error(path, 22, "high", "outlier_multiple=5", outlier_multiple=5)
+    assert len(load_bars(path, outlier_multiple=None)) == 60
+
+
+def test_a_level_shift_is_not_a_spike(tmp_path: Path) -> None:
+    header, rows = _sample_rows()
+    for row in rows[30:]:
+        for column in ("open", "high", "low", "close"):
+            row[_COL[column]] = repr(float(row[_COL[column]]) * 1.5)
+    rows[30][_COL["open"]] = rows[30][_COL["low"]] = rows[29][_COL["close"]]  # jump inside bar
+    path = _csv(tmp_path, [",".join(r) for r in rows], header=header)
+    assert len(load_bars(path)) == 60
+
+
+def test_spikes_and_impossible_prices_are_dropped_and_reported_when_asked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _spiked(tmp_path, {(20, "high"): "1e300", (35, "low"): "0", (50, "close"): "nan"})
+    with caplog.at_level("WARNING", logger="fxai_tune.data._loaders"):
+        bars = load_bars(path, outliers="drop")
+    assert len(bars) == 57
+    clean = load_bars(_spiked(tmp_path, {}))
+    pd.testing.assert_frame_equal(bars, clean.drop(clean.index[[20, 35, 50]]), check_freq=False)
+    warning = caplog.records[-1].getMessage()
+    assert warning.startswith(f"{path}: dropped 3 bar") and "lines 22, 37, 52" in warning
+
+
+def test_outlier_options_are_validated() -> None:
+    with pytest.raises(ValueError, match=r"outliers must be one of \('error', 'drop'\)"):
+        load_bars(DUKASCOPY, outliers="keep")
+    with pytest.raises(ValueError, match="outlier_multiple must be > 0 or None"):
+        load_bars(DUKASCOPY, outlier_multiple=0)
+    with pytest.raises(ValueError, match="timezone must be"):
+        load_bars(DUKASCOPY, timezone="Mars/Olympus")
+
+
+def test_data_config_validates_and_passes_the_new_loader_options(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="outliers must be one of"):
+        DataConfig(outliers="keep")
+    with pytest.raises(ValueError, match="outlier_multiple must be > 0 or None"):
+        DataConfig(outlier_multiple=-1.0)
+    with pytest.raises(ValueError, match="timezone must be"):
+        DataConfig(timezone="Mars/Olympus")
+    spiked = load_sample().iloc[:400].copy()
+    spiked.iloc[200, spiked.columns.get_loc("high")] = 1e300
+    path = tmp_path / "spiked.parquet"
+    spiked.to_parquet(path)
+    with pytest.raises(DataError, match=re.escape(f"{path}, row 201: high 1e+300")):
+        DataManager(DataConfig(source=str(path)), windows={"1h": 16})
+    dm = DataManager(DataConfig(source=str(path), outliers="drop"), windows={"1h": 16})
+    assert len(dm.bars) == 399
+    naive = _dukascopy_local(tmp_path, [f"{t:%d.%m.%Y %H:%M:%S}.000" for t in spiked.index])
+    with pytest.raises(DataError, match="no UTC offset"):
+        DataManager(DataConfig(source=str(naive)), windows={"1h": 16})
+    dm = DataManager(DataConfig(source=str(naive), timezone="UTC"), windows={"1h": 16})
+    assert dm.bars.index[0] == spiked.index[0]

@@ -17,7 +17,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from fxai_tune.hydra_app import ObjectiveConfig, to_train_config
-from fxai_tune.tune import reduce_history
+from fxai_tune.tune import ObjectiveSpec, select_validation
 from fxai_tune.rl import ConfigError, TrainConfig, config_to_dict, save_train_config
 from fxai_tune.tune import load_search_space
 
@@ -136,20 +136,28 @@ def test_values_are_validated_by_the_dataclasses(compose_config):
 def test_the_objective_section_is_validated():
     with pytest.raises(ValueError, match="objective.reduce"):
         ObjectiveConfig(reduce="worst")
-    with pytest.raises(ValueError, match="one entry each"):
+    with pytest.raises(ValueError, match="one direction per metric"):
         ObjectiveConfig(metrics=["val/total_return", "val/max_drawdown"])
     with pytest.raises(ValueError, match="objective.directions"):
         ObjectiveConfig(directions=["up"])
 
 
-def test_the_objective_is_the_best_or_last_validation_value():
-    history = [{"val/episode_reward": 1.0}, {"val/episode_reward": 3.0},
-               {"val/episode_reward": 2.0}]
-    assert reduce_history(history, "val/episode_reward", "best", "maximize") == 3.0
-    assert reduce_history(history, "val/episode_reward", "best", "minimize") == 1.0
-    assert reduce_history(history, "val/episode_reward", "last", "maximize") == 2.0
+def test_the_objective_is_the_best_or_last_validation_and_all_metrics_come_from_it():
+    history = [{"val/episode_reward": 1.0, "val/trades": 5.0},
+               {"val/episode_reward": 3.0, "val/trades": 9.0},
+               {"val/episode_reward": 2.0, "val/trades": 1.0}]
+
+    def chosen(reduce, directions=("maximize", "minimize")):
+        spec = ObjectiveSpec(metrics=("val/episode_reward", "val/trades"),
+                             directions=directions, reduce=reduce)
+        return select_validation(history, spec)
+
+    assert chosen("best") == 1  # best on the first metric, the second from the same row
+    assert chosen("best", ("minimize", "minimize")) == 0
+    assert chosen("last") == 2
+    assert ObjectiveSpec().reduce == "last"
     with pytest.raises(KeyError, match="val/sharpe"):
-        reduce_history(history, "val/sharpe", "best", "maximize")
+        select_validation(history, ObjectiveSpec(metrics=("val/sharpe",)))
 
 
 def test_the_shipped_hparams_search_configs_compose_into_valid_sweeps(compose_config, tmp_path):

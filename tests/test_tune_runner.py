@@ -21,7 +21,7 @@ from fxai_tune.tune import (
     run_worker,
     study_status,
 )
-from fxai_tune.tune import ValidationHistory
+from fxai_tune.tune import ValidationHistory, decode_returns
 
 CLI = [sys.executable, "-m", "fxai_tune.cli.main"]
 
@@ -39,9 +39,16 @@ def test_tiny_study_records_configs_metrics_and_artifacts(tmp_path):
         assert attrs["wall_time_s"] > 0
         assert attrs["device"] == "cpu"
         assert "val/episode_reward" in attrs["val_metrics"]
+        last_step = max(trial.intermediate_values)
         assert trial.value == pytest.approx(
-            max(v for v in trial.intermediate_values.values())
-        )  # objective: best validation reward
+            trial.intermediate_values[last_step]
+        )  # objective: the last validation's reward, the model export-best reproduces
+        assert attrs["val_metrics"]["val/episode_reward"] == pytest.approx(trial.value)
+        assert attrs["fold_scores"] == [[pytest.approx(trial.value)]]
+        returns = decode_returns(attrs["val_returns"])
+        assert returns.size == attrs["val_metrics"]["val/length"]
+        # val/episode_reward is the pass's net log return: the sum of the stored returns
+        assert returns.sum() == pytest.approx(trial.value, abs=1e-5)
         names = {meta.filename for meta in get_all_artifact_meta(trial, storage=study._storage)}
         assert {"val_equity.png", "metrics.csv"} <= names
         assert any(name.endswith(".ckpt") for name in names)

@@ -75,7 +75,7 @@ def test_minimal_study_gets_defaults_beside_its_file(tmp_path):
     study = load_study_config(write_study(tmp_path, MINIMAL))
     assert study.name == "tiny"
     assert study.directions == ["maximize"] and study.metrics == ["val/episode_reward"]
-    assert study.reduce == "best" and study.seeds_per_trial == 1
+    assert study.reduce == "last" and study.folds == 1 and study.seeds_per_trial == 1
     assert study.sampler == SamplerConfig() and study.pruner == PrunerConfig()
     assert study.storage == f"sqlite:///{tmp_path.resolve() / 'tiny.db'}"
     assert study.artifact_dir == tmp_path.resolve() / "artifacts" / "tiny"
@@ -211,7 +211,7 @@ BAD_STUDIES = [
     ),
     pytest.param(
         "objective: {metrics: [val/episode_reward], reduce: mean}",
-        ["objective.reduce", "'mean'", "valid: best, last"],
+        ["objective.reduce", "'mean'", "valid: last, best"],
         id="bad-reduce",
     ),
     pytest.param(

@@ -9,7 +9,12 @@ from typing import Any
 
 import pandas as pd
 
-from fxai_tune.data._loaders import EPOCH_UNITS, FORMATS
+from fxai_tune.data._loaders import (
+    DEFAULT_OUTLIER_MULTIPLE,
+    EPOCH_UNITS,
+    FORMATS,
+    check_loader_options,
+)
 from fxai_tune.data._sample import SAMPLE_PRICE_SIDE
 from fxai_tune.data._synthetic import SyntheticConfig
 from fxai_tune.data._timeframes import parse_timeframe
@@ -58,6 +63,22 @@ class DataConfig:
     """Base bars per trading year for annualising; None: 260 days x 24 h / bar length."""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     """Generator settings when ``source == "synthetic"``."""
+    timezone: str | None = None
+    """IANA zone of naive file timestamps (``Europe/Zurich``); None: UTC, HistData: EST (UTC-5,
+    no DST), a ``Local time`` column: refused. Stamps with a UTC offset keep theirs."""
+    outliers: str = "error"
+    """Bars with an impossible price (NaN, inf, <= 0) or a spike: ``error`` or ``drop``
+    (dropped bars are logged with their count and lines)."""
+    outlier_multiple: float | None = DEFAULT_OUTLIER_MULTIPLE
+    """A price this many robust volatilities from the closes around it is a spike; None: off."""
+    n_folds: int | None = None
+    """Walk-forward folds over the train + val region (None: the plain train/val split); with
+    ``fold`` set, the ``train`` and ``val`` splits are that fold's windows. The test split is
+    the same either way and never part of a fold."""
+    fold: int = 0
+    """Which walk-forward fold (0 = earliest) serves train and val when ``n_folds`` is set."""
+    embargo_bars: int = 0
+    """Extra bars left out between a fold's train and val windows, beyond the lookback."""
 
     @property
     def resolved_pip_size(self) -> float:
@@ -95,6 +116,9 @@ class DataConfig:
                 f"timestamp_format must be a strftime format (with %) or one of {EPOCH_UNITS}; "
                 f"got timestamp_format={self.timestamp_format!r}"
             )
+        check_loader_options(
+            timezone=self.timezone, outliers=self.outliers, outlier_multiple=self.outlier_multiple
+        )
         # pip_size and price_side stay None when not given and are derived from the source
         # when read (`resolved_*`): a structured config instantiates the defaults once, so
         # deriving them here would freeze the sample's values into every other source.
@@ -131,6 +155,18 @@ class DataConfig:
                     f"val_start must come before test_start; got val_start={self.val_start!r}, "
                     f"test_start={self.test_start!r}"
                 )
+        if self.n_folds is not None and (
+            isinstance(self.n_folds, bool) or not isinstance(self.n_folds, int) or self.n_folds < 1
+        ):
+            raise ValueError(f"n_folds must be an integer >= 1 or None; got {self.n_folds=}")
+        if self.n_folds is not None and not 0 <= self.fold < self.n_folds:
+            raise ValueError(
+                f"fold must be in [0, n_folds - 1] = [0, {self.n_folds - 1}]; got {self.fold=}"
+            )
+        if isinstance(self.embargo_bars, bool) or not isinstance(self.embargo_bars, int) or (
+            self.embargo_bars < 0
+        ):
+            raise ValueError(f"embargo_bars must be an integer >= 0; got {self.embargo_bars=}")
         if self.volatility_window < 2:
             raise ValueError(f"volatility_window must be >= 2; got {self.volatility_window=}")
         if not self.clip > 0:

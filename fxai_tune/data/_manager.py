@@ -154,6 +154,8 @@ class DataManager:
             self._first_member[tf] = np.searchsorted(
                 index.as_unit("ns").asi8, tf_index.as_unit("ns").asi8, side="left"
             )
+        if config.n_folds is not None:
+            self.splits.update(self._fold_splits(config.n_folds, config.fold, config.embargo_bars))
         self._arrays = self._shared_arrays()
         train = self.splits["train"]
         self.normalizers, self._features = self._normalise(train)
@@ -219,6 +221,17 @@ class DataManager:
             )
         return out
 
+    def _fold_splits(self, n_folds: int, fold: int, embargo_bars: int) -> dict[str, Split]:
+        """Fold ``fold`` of ``n_folds`` walk-forward folds over train + val as the train and val
+        splits: purged by the lookback (``gap``) plus ``embargo_bars`` between them."""
+        folds = walk_forward_splits(
+            self.splits["val"].end, n_folds=n_folds, gap=self.gap + embargo_bars,
+            min_bars=self.gap, source=self.source, timestamps=pd.DatetimeIndex(self.bars.index),
+        )
+        train, val = folds[fold]
+        return {"train": Split("train", self.gap, train.end),
+                "val": Split("val", val.start, val.end)}
+
     def summary(self) -> dict[str, Any]:
         """What was loaded and how it is split, for logs and reports."""
         return {
@@ -241,7 +254,8 @@ class DataManager:
             return generate_synthetic_bars(cfg.synthetic)
         return load_bars(
             cfg.source, format=cfg.format, columns=cfg.columns,
-            timestamp_format=cfg.timestamp_format,
+            timestamp_format=cfg.timestamp_format, timezone=cfg.timezone,
+            outliers=cfg.outliers, outlier_multiple=cfg.outlier_multiple,
         )
 
     @staticmethod

@@ -202,7 +202,8 @@ class EnvConfig:
     """The episode terminates when equity falls below this fraction of ``initial_equity``."""
     mode: str = "random"
     """``"random"``: episodes start at a random bar of the split (training); ``"sequential"``:
-    one deterministic pass from the split start to its end (validation / test)."""
+    one deterministic pass over the split (validation / test), cut into one contiguous window
+    per env of a vector env so that all windows run as one batch."""
     position_time_scale: float = 100.0
     """Steps in a position that map to 1.0 in the ``portfolio`` time-in-position feature."""
     cost: CostConfig = field(default_factory=CostConfig)

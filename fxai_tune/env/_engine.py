@@ -407,8 +407,7 @@ class TradingEngine:
                               dtype=np.intp)
             stops = np.minimum(starts + self.episode_length, tables.last)
         else:
-            starts = np.full(len(idx), tables.first, dtype=np.intp)
-            stops = np.full(len(idx), tables.last, dtype=np.intp)
+            starts, stops = self.sequential_window(idx)
         self._clock[0, idx] = starts
         self._clock[1, idx] = (starts - tables.first) * self.n_actions**2
         self._clock[2, idx] = starts - tables.first
@@ -426,6 +425,16 @@ class TradingEngine:
         obs = tables.gather_windows(starts)
         obs["portfolio"] = np.zeros((len(idx), len(PORTFOLIO_FEATURES)), dtype=np.float32)
         return obs
+
+    def sequential_window(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """First and stop bar of envs ``idx`` in ``"sequential"`` mode: the split cut into
+        ``num_envs`` contiguous windows of (nearly) equal length, env ``i`` taking the ``i``-th,
+        so one batched pass of all envs covers the whole split once."""
+        first, span = self.tables.first, self.tables.last - self.tables.first
+        idx = np.asarray(idx, dtype=np.intp)
+        starts = first + idx * span // self.num_envs
+        stops = first + (idx + 1) * span // self.num_envs
+        return starts.astype(np.intp), stops.astype(np.intp)
 
     def step(self, actions: np.ndarray, *, autoreset: bool) -> StepResult:
         """Advance every env by one bar.

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from fxai_tune.model._config import ModelConfig
+from fxai_tune.model._dropout import ConsistentDropout, dropout_seeds
 from fxai_tune.model._factory import build_policy
 from fxai_tune.model._mlp import MLPPolicy
 from fxai_tune.model._transformer import AttentionPool, MultiBranchTransformer
 
-__all__ = ["AttentionPool", "MLPPolicy", "ModelConfig", "MultiBranchTransformer", "build_policy"]
+__all__ = [
+    "AttentionPool",
+    "ConsistentDropout",
+    "MLPPolicy",
+    "ModelConfig",
+    "MultiBranchTransformer",
+    "build_policy",
+    "dropout_seeds",
+]

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from fxai_tune.model._config import ModelConfig
+from fxai_tune.model._dropout import ConsistentDropout, number_dropout_sites
 from fxai_tune.model._mlp import init_linear, make_mlp
 
 __all__ = ["AttentionPool", "MultiBranchTransformer"]
@@ -69,7 +70,18 @@ class _EncoderLayer(nn.TransformerEncoderLayer):
     (``torch._transformer_encoder_layer_fwd``) is bypassed: on CPU it measured slower than
     this one (108 vs 78 ms at batch 256, equal at batch 8), and skipping its checks trims the
     per-call overhead that dominates rollout collection with few envs.
+
+    Its dropouts (feed-forward, both residual branches and the attention weights) are
+    `ConsistentDropout`: PPO collects and updates with the same masks (see ``docs/ppo.md``).
     """
+
+    def __init__(self, d_model: int, nhead: int, *args: object, **kwargs: object) -> None:
+        super().__init__(d_model, nhead, *args, **kwargs)  # type: ignore[arg-type]
+        p = self.dropout.p
+        self.dropout = ConsistentDropout(p)
+        self.dropout1 = ConsistentDropout(p)
+        self.dropout2 = ConsistentDropout(p)
+        self.attn_dropout = ConsistentDropout(self.self_attn.dropout)
 
     def forward(
         self,
@@ -100,9 +112,14 @@ class _EncoderLayer(nn.TransformerEncoderLayer):
             t.view(batch, length, attn.num_heads, -1).transpose(1, 2)
             for t in qkv.split(d_model, dim=-1)
         )
-        out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=attn.dropout if self.training else 0.0, is_causal=is_causal
-        )
+        if self.training and self.attn_dropout.p > 0 and not is_causal:
+            # attention-weight dropout with the masks of the samples' seeds (SDPA draws its own)
+            weights = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1)
+            out = self.attn_dropout(weights) @ v
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=attn.dropout if self.training else 0.0, is_causal=is_causal
+            )
         out = F.linear(
             out.transpose(1, 2).reshape(batch, length, d_model),
             attn.out_proj.weight,
@@ -276,6 +293,7 @@ class MultiBranchTransformer(nn.Module):
         if config.ortho_init:
             init_linear(self.action_head, 0.01)  # near-uniform initial policy
             init_linear(self.value_head, 1.0)
+        number_dropout_sites(self)
 
     def features(self, obs: dict[str, Tensor]) -> Tensor:
         """Fused embedding ``(B, d_model)`` shared by both heads."""

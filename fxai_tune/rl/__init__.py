@@ -15,6 +15,7 @@ from fxai_tune.rl._config import (
     PPOConfig,
     TrainConfig,
     TrainerConfig,
+    VAL_SCORES,
 )
 from fxai_tune.rl._config_io import (
     ConfigError,
@@ -25,7 +26,13 @@ from fxai_tune.rl._config_io import (
 )
 from fxai_tune.rl._datamodule import RLDataModule
 from fxai_tune.rl._envs import make_data_manager, make_vector_env
-from fxai_tune.rl._evaluation import EpisodeResult, policy_actions, run_episodes
+from fxai_tune.rl._evaluation import (
+    EpisodeResult,
+    Evaluation,
+    policy_actions,
+    run_episodes,
+    summarize_episodes,
+)
 from fxai_tune.rl._gae import compute_gae
 from fxai_tune.rl._losses import explained_variance, ppo_loss
 from fxai_tune.rl._module import PPOLightningModule
@@ -57,6 +64,7 @@ __all__ = [
     "CurriculumStage",
     "EpisodeMetricsCallback",
     "EpisodeResult",
+    "Evaluation",
     "PPOConfig",
     "PPOLightningModule",
     "RLDataModule",
@@ -65,6 +73,7 @@ __all__ = [
     "RolloutCollectionCallback",
     "TrainConfig",
     "TrainerConfig",
+    "VAL_SCORES",
     "TrainingRun",
     "backtest",
     "baseline_policies",
@@ -85,6 +94,7 @@ __all__ = [
     "resume_training",
     "run_episodes",
     "save_train_config",
+    "summarize_episodes",
     "train",
     "win_rate",
 ]

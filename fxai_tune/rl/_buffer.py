@@ -25,6 +25,8 @@ class Batch(NamedTuple):
     values: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
+    seeds: torch.Tensor
+    """Dropout seed of each transition: the update reuses the collection's masks."""
 
 
 def allocate_observation(
@@ -103,6 +105,8 @@ class RolloutBuffer:
         self.next_values = torch.zeros(shape, device=device)
         self.advantages = torch.zeros(shape, device=device)
         self.returns = torch.zeros(shape, device=device)
+        # per-transition seed of the policy's dropout masks (`fxai_tune.model.dropout_seeds`)
+        self.seeds = torch.zeros(shape, dtype=torch.long, device=device)
         # (step, env indices, final observations) of episodes that ended during the rollout
         self.final_observations: list[tuple[int, torch.Tensor, Observation]] = []
 
@@ -171,7 +175,9 @@ class RolloutBuffer:
         """The minibatch of flattened transitions at ``index`` (no per-sample Python work)."""
         n = self.size
         index = index.to(self.device)
-        flat = (self.actions, self.log_probs, self.values, self.advantages, self.returns)
+        flat = (
+            self.actions, self.log_probs, self.values, self.advantages, self.returns, self.seeds
+        )
         return Batch(
             index_observation(flatten_observation(self.obs, n), index),
             *(t.reshape(n)[index] for t in flat),

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from typing_extensions import override
 
 from fxai_tune.rl._config import CurriculumConfig
@@ -15,8 +15,10 @@ from fxai_tune.rl._config import CurriculumConfig
 __all__ = [
     "CurriculumLearningCallback",
     "EpisodeMetricsCallback",
+    "IterationCheckpoint",
     "RewardSystemCallback",
     "RolloutCollectionCallback",
+    "ValidateLastIteration",
 ]
 
 
@@ -26,7 +28,12 @@ def _log(pl_module: pl.LightningModule, metrics: dict[str, float]) -> None:
 
 
 class RolloutCollectionCallback(Callback):
-    """Collects a fresh rollout with the current policy before each PPO update."""
+    """Collects a fresh rollout with the current policy before each PPO update.
+
+    The rollout runs under the Trainer's precision (the autocast of ``bf16-mixed`` and
+    ``16-mixed``), as the update does: the log-probabilities of the PPO ratio come from the
+    same arithmetic on both sides.
+    """
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -34,7 +41,49 @@ class RolloutCollectionCallback(Callback):
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        trainer.datamodule.collect_rollout(pl_module.policy)
+        with trainer.precision_plugin.forward_context():
+            trainer.datamodule.collect_rollout(pl_module.policy)
+
+
+class ValidateLastIteration(Callback):
+    """Validates the last PPO iteration as well as every ``check_val_every_n_epoch``-th.
+
+    Lightning validates only epochs that are multiples of the interval, so the iterations
+    after the last multiple would never be scored or checkpointed.
+    """
+
+    @override
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs:
+            trainer.check_val_every_n_epoch = 1
+
+
+class IterationCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` that saves at the end of every validated PPO iteration.
+
+    At the end of the whole iteration (after validation and the epoch-end hooks), so a
+    resumed run restarts cleanly at the next iteration; only iterations that were validated,
+    so the monitored value is this iteration's (Lightning keeps the last logged value in
+    ``callback_metrics``, which would rank an unvalidated iteration by a stale score).
+
+    Args:
+        **kwargs: `ModelCheckpoint` arguments other than ``every_n_epochs`` and
+            ``save_on_train_epoch_end``.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(every_n_epochs=1, save_on_train_epoch_end=True, **kwargs)
+        self._validated_epoch: int | None = None
+
+    @override
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated_epoch = trainer.current_epoch
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._validated_epoch == trainer.current_epoch:
+            super().on_train_epoch_end(trainer, pl_module)
 
 
 class EpisodeMetricsCallback(Callback):

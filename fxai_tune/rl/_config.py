@@ -13,6 +13,7 @@ from fxai_tune.env import EnvConfig
 from fxai_tune.model import ModelConfig
 
 __all__ = [
+    "VAL_SCORES",
     "CurriculumConfig",
     "CurriculumStage",
     "PPOConfig",
@@ -21,6 +22,10 @@ __all__ = [
 ]
 
 _LR_SCHEDULES = ("constant", "linear", "cosine")
+VAL_SCORES = ("log_return", "total_return", "sharpe", "sortino", "calmar")
+"""Trading metrics that may score a validation (`TrainerConfig.val_score`): each rises with
+better trading after costs and none depends on a reward-shaping weight."""
+
 _PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true")
 
 
@@ -174,8 +179,13 @@ class TrainerConfig:
     """auto picks bf16-mixed on a bf16-capable GPU and 32-true otherwise."""
     val_every_n_iterations: int = 5
     """Run validation every k PPO iterations (Lightning epochs)."""
-    val_episodes: int = 1
-    """Validation episodes per validation (full passes of the split for the FX env)."""
+    val_episodes: int = 10
+    """Episodes per validation: for the FX env, the contiguous windows the split is cut into,
+    run as one batch (one policy forward per step for all); for gymnasium envs, fresh
+    episodes."""
+    val_score: str = "log_return"
+    """Trading metric of the net equity pass that becomes ``val/episode_reward`` (FX env):
+    one of `VAL_SCORES`. No reward-shaping weight touches it."""
     log_every_n_steps: int = 1
     """Lightning's logging interval (we log once per iteration anyway)."""
     deterministic: bool = False
@@ -201,6 +211,10 @@ class TrainerConfig:
             )
         if self.val_episodes < 1:
             raise ValueError(f"trainer.val_episodes must be >= 1, got {self.val_episodes!r}")
+        if self.val_score not in VAL_SCORES:
+            raise ValueError(
+                f"trainer.val_score must be one of {VAL_SCORES}, got {self.val_score!r}"
+            )
 
 
 @dataclass

@@ -16,6 +16,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from fxai_tune.model import dropout_seeds
 from fxai_tune.rl._buffer import (
     Observation,
     RolloutBuffer,
@@ -27,12 +28,21 @@ from fxai_tune.rl._buffer import (
 )
 from fxai_tune.rl._config import TrainConfig
 from fxai_tune.rl._envs import make_data_manager, make_vector_env
-from fxai_tune.rl._evaluation import EpisodeResult, completed_episodes, policy_actions, run_episodes
+from fxai_tune.rl._evaluation import (
+    Evaluation,
+    completed_episodes,
+    policy_actions,
+    run_episodes,
+    summarize_episodes,
+)
 
 __all__ = ["RLDataModule"]
 
 # Observations per batched critic pass after a rollout: bounds activation memory.
 _EVAL_CHUNK = 4096
+# Added to a transition's seed for the final observation of the episode it ended, which is
+# valued (for the truncation bootstrap) but never stored: its own masks, no collision.
+_FINAL_OBS_SEED_OFFSET = 1 << 48
 
 
 class _MinibatchStream:
@@ -112,29 +122,37 @@ class RLDataModule(pl.LightningDataModule):
     def collect_rollout(self, policy: torch.nn.Module) -> None:
         """Fill the buffer with ``n_steps`` steps of every env using ``policy``.
 
-        Actions are sampled from the logits directly. A policy with separate actor and critic
-        runs only the actor per step and the critic once over the whole rollout afterwards
-        (the parameters do not change in between, so the numbers are the same); a policy
-        whose heads share a trunk gives the values with the logits in the same pass.
+        The policy runs in training mode, as in the update, with one dropout seed per
+        transition (`fxai_tune.model.dropout_seeds`): the update re-evaluates each transition
+        with the masks it was collected with, so the PPO ratio is exactly 1 before the first
+        step whatever the dropout (docs/ppo.md). Actions are sampled from the logits directly.
+        A policy with separate actor and critic runs only the actor per step and the critic
+        once over the whole rollout afterwards (the parameters do not change in between, so
+        the numbers are the same); a policy whose heads share a trunk gives the values with
+        the logits in the same pass.
         """
         buffer = self.buffer
         buffer.reset()
         was_training = policy.training
-        policy.eval()
+        policy.train()
         # a shared trunk gives values for free with the logits; separate nets run the critic
         # once, batched, after the rollout
         values_per_step = getattr(policy, "shares_trunk", False)
+        first_seed = self.env_steps
         obs = self._last_obs
         step_rewards = np.zeros((buffer.n_steps, buffer.n_envs), dtype=np.float32)
         step_terminated = np.zeros((buffer.n_steps, buffer.n_envs), dtype=np.float32)
         step_truncated = np.zeros((buffer.n_steps, buffer.n_envs), dtype=np.float32)
         for step in range(buffer.n_steps):
             copy_observation_(index_observation(buffer.obs, step), obs)
-            if values_per_step:
-                logits, values = policy(obs)
-                buffer.values[step] = values.float()
-            else:
-                logits = policy.actor_logits(obs)
+            seeds = self._dropout_seeds(first_seed, step)
+            buffer.seeds[step] = seeds
+            with dropout_seeds(seeds):
+                if values_per_step:
+                    logits, values = policy(obs)
+                    buffer.values[step] = values.float()
+                else:
+                    logits = policy.actor_logits(obs)
             log_probs = torch.log_softmax(logits.float(), dim=-1)
             try:
                 actions = torch.multinomial(
@@ -169,16 +187,30 @@ class RLDataModule(pl.LightningDataModule):
             values = buffer.values.clone()
         else:
             flat_obs = flatten_observation(buffer.obs, buffer.size)
-            values = _chunked_values(policy, flat_obs, buffer.size)
+            values = _chunked_values(policy, flat_obs, buffer.seeds.reshape(-1))
+        # the observation after the last step opens the next rollout: value it with the seed
+        # it will have there; final observations of ended episodes get seeds of their own
+        with dropout_seeds(self._dropout_seeds(self.env_steps, 0)):
+            last_values = policy.value(obs).float()
+        final_values = []
+        for step, env_index, final_obs in buffer.final_observations:
+            with dropout_seeds(buffer.seeds[step, env_index] + _FINAL_OBS_SEED_OFFSET):
+                final_values.append(policy.value(final_obs).float())
         buffer.finish(
             values=values.reshape(buffer.n_steps, buffer.n_envs),
             log_probs=buffer.log_probs.clone(),
-            last_values=policy.value(obs).float(),
-            final_values=[policy.value(o).float() for _, _, o in buffer.final_observations],
+            last_values=last_values,
+            final_values=final_values,
             gamma=self.config.ppo.gamma,
             gae_lambda=self.config.ppo.gae_lambda,
         )
         policy.train(was_training)
+
+    def _dropout_seeds(self, first_seed: int, step: int) -> torch.Tensor:
+        """Seeds of step ``step`` of the rollout starting at env step ``first_seed``: the
+        global transition index, unique over the run (and the same after a resume)."""
+        start = first_seed + step * self.buffer.n_envs
+        return torch.arange(start, start + self.buffer.n_envs, device=self.device)
 
     def _store_final_observations(self, step: int, done: np.ndarray, info: dict) -> None:
         final_obs, mask = info.get("final_obs"), info.get("_final_obs", done)
@@ -238,13 +270,17 @@ class RLDataModule(pl.LightningDataModule):
             self.env.set_difficulty(level)
 
     # ------------------------------------------------------------------ validation
-    def evaluate(self, policy: torch.nn.Module, split: str = "val") -> list[EpisodeResult]:
-        """Deterministic policy over ``split``: full passes (FX) or fresh episodes (generic)."""
+    def evaluate(self, policy: torch.nn.Module, split: str = "val") -> Evaluation:
+        """Deterministic policy over ``split``, ``trainer.val_episodes`` episodes in one batch.
+
+        The FX split is cut into that many contiguous windows (one pass over it in all);
+        gymnasium envs run that many fresh episodes.
+        """
         episodes = self.config.trainer.val_episodes
         env = make_vector_env(self.config, split, num_envs=episodes, data=self.data)
         seed = self.config.seed + 10_000 if split == "val" else self.config.seed + 20_000
         try:
-            return run_episodes(
+            results = run_episodes(
                 env,
                 policy_actions(policy, self.device),
                 seed=seed,
@@ -252,6 +288,11 @@ class RLDataModule(pl.LightningDataModule):
             )
         finally:
             env.close()
+        return summarize_episodes(
+            results,
+            score=self.config.trainer.val_score,
+            periods_per_year=None if self.data is None else self.data.periods_per_year,
+        )
 
     # ------------------------------------------------------------------ Lightning hooks
     def train_dataloader(self) -> _MinibatchStream:
@@ -287,15 +328,24 @@ class RLDataModule(pl.LightningDataModule):
         self.set_difficulty(float(state.get("difficulty", 1.0)))
         if "env" in state and hasattr(self.env, "set_state"):
             self.env.set_state(_untensorize(state["env"]))
+        else:
+            # a gymnasium env's internal state cannot be saved: continuing from the saved
+            # last_obs would pair it with a freshly built env. Start new episodes instead,
+            # seeded by the run and its progress (not the first episodes again).
+            seed = int(np.random.SeedSequence([self.config.seed, self.env_steps]).generate_state(1)[0])
+            obs, _ = self.env.reset(seed=seed)
+            self._last_obs = to_tensor(obs, self.device)
 
     def teardown(self, stage: str) -> None:
         self.env.close()
 
 
-def _chunked_values(policy: torch.nn.Module, obs: Observation, n: int) -> torch.Tensor:
+def _chunked_values(policy: torch.nn.Module, obs: Observation, seeds: torch.Tensor) -> torch.Tensor:
     values = []
-    for start in range(0, n, _EVAL_CHUNK):
-        values.append(policy.value(index_observation(obs, slice(start, start + _EVAL_CHUNK))))
+    for start in range(0, len(seeds), _EVAL_CHUNK):
+        chunk = slice(start, start + _EVAL_CHUNK)
+        with dropout_seeds(seeds[chunk]):
+            values.append(policy.value(index_observation(obs, chunk)))
     return torch.cat(values).float()
 
 

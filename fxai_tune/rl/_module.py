@@ -12,13 +12,15 @@ import pytorch_lightning as pl
 import torch
 from typing_extensions import override
 
-from fxai_tune.model import ModelConfig, build_policy
+from fxai_tune.model import ModelConfig, build_policy, dropout_seeds
 from fxai_tune.rl._buffer import Batch, Observation, to_tensor
 from fxai_tune.rl._config import PPOConfig
+from fxai_tune.rl._evaluation import Evaluation
 from fxai_tune.rl._losses import explained_variance, ppo_loss
 
 __all__ = ["PPOLightningModule"]
 
+# averaged over the minibatches evaluated in an update (as stable-baselines3 logs them)
 _STAT_KEYS = (
     "policy_loss",
     "value_loss",
@@ -26,7 +28,6 @@ _STAT_KEYS = (
     "total_loss",
     "approx_kl",
     "clip_fraction",
-    "grad_norm",
 )
 
 
@@ -69,8 +70,12 @@ class PPOLightningModule(pl.LightningModule):
         self.ppo = ppo
         self.policy = build_policy(observation_space, action_space, model)
         self.register_buffer("_stats", torch.zeros(len(_STAT_KEYS)), persistent=False)
-        self._n_minibatches = 0
+        # gradient norm summed over the steps taken, and steps with a finite norm
+        self.register_buffer("_grad_norm", torch.zeros(2), persistent=False)
+        self._n_minibatches = 0  # evaluated
+        self._n_steps = 0  # optimizer steps taken
         self.last_val_metrics: dict[str, float] = {}
+        self.last_evaluation: Evaluation | None = None
 
     # ------------------------------------------------------------------ inference
     @override
@@ -103,9 +108,17 @@ class PPOLightningModule(pl.LightningModule):
             return self.ppo.clip_coef
         return self.ppo.clip_coef * max(0.05, _schedule(self.ppo.lr_schedule, self.progress))
 
+    def _grad_scaler(self) -> torch.amp.GradScaler | None:
+        """GradScaler of 16-mixed precision, None otherwise."""
+        return getattr(self.trainer.precision_plugin, "scaler", None)
+
     @override
     def configure_optimizers(self) -> Any:
-        fused = all(p.device.type in ("cpu", "cuda") for p in self.parameters())
+        # fused Adam unscales inside its step, after on_before_optimizer_step would clip the
+        # still scaled gradients: 16-mixed uses the plain implementation
+        fused = self._grad_scaler() is None and all(
+            p.device.type in ("cpu", "cuda") for p in self.parameters()
+        )
         optimizer = torch.optim.Adam(
             self.parameters(), lr=self.ppo.learning_rate, eps=1e-5, fused=fused
         )
@@ -119,8 +132,12 @@ class PPOLightningModule(pl.LightningModule):
     # ------------------------------------------------------------------ update
     @override
     def training_step(self, batch: Batch, batch_idx: int) -> None:
-        optimizer = self.optimizers()
-        logits, new_values = self.policy(batch.obs)
+        datamodule = self.trainer.datamodule
+        if datamodule.stop_update:
+            return  # fetched by Lightning before the target-KL stop below was seen
+        # the masks each transition was collected with (consistent dropout, docs/ppo.md)
+        with dropout_seeds(batch.seeds):
+            logits, new_values = self.policy(batch.obs)
         log_probs_all = torch.log_softmax(logits.float(), dim=-1)
         new_log_prob = log_probs_all.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
         entropy = -(log_probs_all.exp() * log_probs_all).sum(-1)
@@ -143,18 +160,34 @@ class PPOLightningModule(pl.LightningModule):
                 f"non-finite PPO loss {loss.item()} at epoch {self.current_epoch}: "
                 + ", ".join(f"{k}={v.item():.4g}" for k, v in stats.items())
             )
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.ppo.max_grad_norm)
-        if not torch.isfinite(grad_norm):
-            raise FloatingPointError(f"non-finite gradient: {self._first_bad_gradient()}")
-        optimizer.step()
-
-        stats["grad_norm"] = grad_norm
         self._stats += torch.stack([stats[k].detach().float() for k in _STAT_KEYS])
         self._n_minibatches += 1
         if self.ppo.target_kl is not None and stats["approx_kl"] > 1.5 * self.ppo.target_kl:
-            self.trainer.datamodule.stop_update = True
+            # early stop before the step that would move the policy further past the limit
+            # (stable-baselines3): neither this minibatch nor any later one is applied
+            datamodule.stop_update = True
+            return
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        # Lightning unscales the gradients (16-mixed), calls on_before_optimizer_step, which
+        # clips them, then steps (GradScaler skips a step with non-finite gradients)
+        optimizer.step()
+        self._n_steps += 1
+
+    @override
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm(grads)
+        finite = torch.isfinite(grad_norm)
+        if self._grad_scaler() is None and not finite:
+            raise FloatingPointError(f"non-finite gradient: {self._first_bad_gradient()}")
+        # global-norm clip. Lightning calls this hook after unscaling (16-mixed), so these are
+        # the true gradients; not self.clip_gradients: its AMP plugin refuses the fused Adam of
+        # bf16-mixed, where nothing is scaled
+        torch.nn.utils.clip_grads_with_norm_(self.parameters(), self.ppo.max_grad_norm, grad_norm)
+        # a step GradScaler skips has no gradient norm to average
+        self._grad_norm += torch.stack([torch.where(finite, grad_norm, 0.0), finite.float()])
 
     def _first_bad_gradient(self) -> str:
         for name, parameter in self.named_parameters():
@@ -174,22 +207,28 @@ class PPOLightningModule(pl.LightningModule):
     @override
     def on_train_epoch_end(self) -> None:
         datamodule = self.trainer.datamodule
-        scheduler = self.lr_schedulers()
         metrics: dict[str, float] = {}
         if self._n_minibatches:
             means = (self._stats / self._n_minibatches).tolist()
             metrics.update({f"train/{k}": v for k, v in zip(_STAT_KEYS, means, strict=True)})
+        norm_sum, finite_steps = self._grad_norm.tolist()
+        if finite_steps:
+            metrics["train/grad_norm"] = norm_sum / finite_steps
+        if self._grad_scaler() is not None:
+            metrics["train/skipped_steps"] = float(self._n_steps - finite_steps)
         buffer = datamodule.buffer
         metrics["train/explained_variance"] = float(
             explained_variance(buffer.values.flatten(), buffer.returns.flatten())
         )
-        metrics["train/learning_rate"] = scheduler.get_last_lr()[0]
+        # the rate this update's steps used (the schedule steps at the next epoch start)
+        metrics["train/learning_rate"] = self.optimizers().param_groups[0]["lr"]
         metrics["train/clip_coef"] = self.current_clip_coef()
-        metrics["train/minibatches"] = float(self._n_minibatches)
+        metrics["train/minibatches"] = float(self._n_steps)
         metrics["rollout/timesteps"] = float(datamodule.env_steps)
         metrics["rollout/reward_mean"] = float(buffer.rewards.mean())
         self._stats.zero_()
-        self._n_minibatches = 0
+        self._grad_norm.zero_()
+        self._n_minibatches = self._n_steps = 0
         self.log_metrics(metrics)
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
@@ -202,14 +241,8 @@ class PPOLightningModule(pl.LightningModule):
     # ------------------------------------------------------------------ validation
     @override
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        results = self.trainer.datamodule.evaluate(self.policy, "val")
-        metrics = _episode_means(results, prefix="val/")
-        metrics["val/episode_reward"] = metrics.pop("val/reward")
+        evaluation = self.trainer.datamodule.evaluate(self.policy, "val")
+        metrics = {f"val/{k}": v for k, v in evaluation.metrics.items()}
         self.last_val_metrics = metrics
-        self.last_val_results = results
+        self.last_evaluation = evaluation
         self.log_metrics(metrics)
-
-
-def _episode_means(results: list, *, prefix: str) -> dict[str, float]:
-    keys = results[0].stats.keys()
-    return {f"{prefix}{k}": float(np.mean([r.stats[k] for r in results])) for k in keys}

@@ -11,7 +11,6 @@ import torch
 from pytorch_lightning.callbacks import (
     Callback,
     EarlyStopping,
-    LearningRateMonitor,
     ModelCheckpoint,
     RichProgressBar,
 )
@@ -20,8 +19,10 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from fxai_tune.rl._callbacks import (
     CurriculumLearningCallback,
     EpisodeMetricsCallback,
+    IterationCheckpoint,
     RewardSystemCallback,
     RolloutCollectionCallback,
+    ValidateLastIteration,
 )
 from fxai_tune.rl._config import CurriculumConfig, CurriculumStage, TrainConfig
 from fxai_tune.rl._config_io import load_train_config, save_train_config
@@ -33,14 +34,23 @@ __all__ = ["TrainingRun", "build_training", "resolve_precision", "resume_trainin
 log = logging.getLogger(__name__)
 
 MONITOR = "val/episode_reward"
+SAVE_TOP_K = 5
+"""Best checkpoints kept (by `MONITOR`), besides ``last.ckpt`` (the seed guide's number)."""
 CONFIG_FILE = "config.yaml"
 
 
-def resolve_precision(precision: str) -> str:
-    """``auto`` -> bf16-mixed on a GPU that supports it, else 32-true."""
+def resolve_precision(precision: str, *, accelerator: str = "auto") -> str:
+    """``auto`` -> bf16-mixed when the run is on a CUDA GPU that supports it, else 32-true.
+
+    Args:
+        precision: ``trainer.precision``; anything but ``auto`` is returned unchanged.
+        accelerator: ``trainer.accelerator``: a run on ``cpu`` (or ``mps``) stays 32-true
+            even where a CUDA GPU exists.
+    """
     if precision != "auto":
         return precision
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+    on_cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if on_cuda and torch.cuda.is_bf16_supported():
         return "bf16-mixed"
     return "32-true"
 
@@ -101,28 +111,27 @@ def build_training(
     module = PPOLightningModule(
         config.ppo, config.model, datamodule.observation_space, datamodule.action_space
     )
-    checkpoint = ModelCheckpoint(
+    checkpoint = IterationCheckpoint(
         dirpath=run_dir / "checkpoints",
-        filename="best-{epoch}",
+        # the seed guide's name: iteration and validation reward, e.g. ppo-0009-0.123.ckpt
+        filename="ppo-{epoch:04d}-{" + MONITOR + ":.3f}",
         monitor=MONITOR,
         mode="max",
+        save_top_k=SAVE_TOP_K,
         save_last=True,
         auto_insert_metric_name=False,
-        # at the end of a whole PPO iteration (after validation), so a resumed run restarts
-        # cleanly at the next iteration
-        save_on_train_epoch_end=True,
-        every_n_epochs=config.trainer.val_every_n_iterations,
     )
     callbacks: list[Callback] = [
         RolloutCollectionCallback(),
+        ValidateLastIteration(),
         EpisodeMetricsCallback(),
         RewardSystemCallback(),
         CurriculumLearningCallback(_curriculum(config)),
     ]
     if checkpointing:
         callbacks.append(checkpoint)
-    if loggers:
-        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    # no LearningRateMonitor: it logs against optimizer steps, before this iteration's schedule
+    # step; the module logs train/learning_rate, the rate the update used, at env steps
     if config.trainer.enable_progress_bar:
         callbacks.append(RichProgressBar())
     if config.trainer.early_stopping_patience is not None:
@@ -136,7 +145,9 @@ def build_training(
         accelerator=config.trainer.accelerator,
         devices=resolve_devices(config.trainer.devices),
         strategy=config.trainer.strategy,
-        precision=resolve_precision(config.trainer.precision),
+        precision=resolve_precision(
+            config.trainer.precision, accelerator=config.trainer.accelerator
+        ),
         max_epochs=config.ppo.n_iterations,
         check_val_every_n_epoch=config.trainer.val_every_n_iterations,
         num_sanity_val_steps=0,

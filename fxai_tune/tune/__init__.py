@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from fxai_tune.tune._inspect import best_trials, export_best_config, study_status
 from fxai_tune.tune._launch import EXIT_FAILURE_RATE, launch_workers, plan_devices, watch
-from fxai_tune.tune._objective import TrialObjective, describe_failure, reduce_history
+from fxai_tune.tune._objective import TrialObjective, describe_failure
 from fxai_tune.tune._pruning import OptunaPruningCallback, ValidationHistory
+from fxai_tune.tune._scoring import (
+    ObjectiveSpec,
+    check_unshaped_objective,
+    decode_returns,
+    encode_returns,
+    score_trial,
+    select_validation,
+)
 from fxai_tune.tune._runner import (
     FailureRateExceeded,
     StudyCounts,
@@ -33,6 +41,7 @@ from fxai_tune.tune._study import (
 __all__ = [
     "EXIT_FAILURE_RATE",
     "FailureRateExceeded",
+    "ObjectiveSpec",
     "OptunaPruningCallback",
     "SearchSpace",
     "SpaceError",
@@ -44,8 +53,11 @@ __all__ = [
     "ValidationHistory",
     "best_trials",
     "check_storage_for_workers",
+    "check_unshaped_objective",
     "count_trials",
+    "decode_returns",
     "describe_failure",
+    "encode_returns",
     "export_best_config",
     "launch_workers",
     "load_search_space",
@@ -57,7 +69,8 @@ __all__ = [
     "normalize_storage_url",
     "open_study",
     "plan_devices",
-    "reduce_history",
+    "score_trial",
+    "select_validation",
     "run_worker",
     "study_lock",
     "study_status",

@@ -1,4 +1,5 @@
-"""The Optuna objective: sample a config, train it, report, record, upload artifacts."""
+"""The `fxai-tune run` objective: sample a config and score it (`score_trial`, shared with
+the Hydra sweeper), recording its config, failure reason and wall time."""
 
 from __future__ import annotations
 
@@ -8,26 +9,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
-from fxai_tune.rl import (
-    ConfigError,
-    TrainConfig,
-    config_to_dict,
-    plot_equity,
-    train,
-)
-from fxai_tune.tune._pruning import (
-    OptunaPruningCallback,
-    ValidationHistory,
-    pruned_in_subprocess,
-)
+from fxai_tune.rl import ConfigError, TrainConfig, config_to_dict
+from fxai_tune.tune._scoring import score_trial
 from fxai_tune.tune._study import StudyConfig
 
-__all__ = ["TrialObjective", "describe_failure", "reduce_history"]
+__all__ = ["TrialObjective", "describe_failure"]
 
 log = logging.getLogger(__name__)
 
@@ -44,26 +34,6 @@ def describe_failure(error: BaseException) -> str:
     if isinstance(error, KeyboardInterrupt):
         return "interrupted (Ctrl-C)"
     return f"{type(error).__name__}: {text}"
-
-
-def reduce_history(
-    history: list[dict[str, float]], metric: str, reduce: str, direction: str
-) -> float:
-    """Best (by ``direction``) or last value of ``metric`` over a run's validations.
-
-    Raises:
-        KeyError: When no validation logged ``metric`` (the message lists what was logged).
-    """
-    values = [h[metric] for h in history if metric in h]
-    if not values:
-        logged = sorted({k for h in history for k in h})
-        raise KeyError(
-            f"objective metric {metric!r} was never logged (validations: {len(history)}); "
-            f"logged: {logged or 'nothing: raise the budget or lower the validation interval'}"
-        )
-    if reduce == "last":
-        return float(values[-1])
-    return float(max(values) if direction == "maximize" else min(values))
 
 
 class TrialObjective:
@@ -106,48 +76,19 @@ class TrialObjective:
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         started = time.perf_counter()
-        env_steps = 0
         try:
             config = self.trial_config(trial)
             trial.set_user_attr("config", config_to_dict(config))
-            per_seed: list[list[float]] = []
-            seeds = [config.seed + k for k in range(self.study.seeds_per_trial)]
-            trial.set_user_attr("seeds", seeds)
-            for k, seed in enumerate(seeds):
-                seed_config = dataclasses.replace(
-                    config, seed=seed, run_dir=str(Path(config.run_dir) / f"seed_{seed}")
-                )
-                history = ValidationHistory()
-                callbacks = [history]
-                # prune on the first seed only: later seeds run only for trials that survived
-                if k == 0 and not self.multi_objective:
-                    callbacks.append(OptunaPruningCallback(trial, self.study.metrics[0]))
-                try:
-                    run = train(seed_config, extra_callbacks=callbacks)
-                except Exception as error:
-                    if pruned_in_subprocess(error):
-                        raise optuna.TrialPruned("pruned in a spawned DDP rank") from error
-                    raise
-                except SystemExit as exit_:
-                    # Lightning turns Ctrl-C into sys.exit(1) after its own clean-up; make it
-                    # an interrupt again so Optuna records this trial FAIL and stops.
-                    raise KeyboardInterrupt("interrupted during training") from exit_
-                finally:
-                    env_steps += _env_steps(history)
-                    trial.set_user_attr("env_steps", env_steps)
-                trial.set_user_attr("device", str(run.module.device))
-                per_seed.append(
-                    [
-                        reduce_history(history.history, metric, self.study.reduce, direction)
-                        for metric, direction in zip(
-                            self.study.metrics, self.study.directions, strict=True
-                        )
-                    ]
-                )
-                if k == 0:
-                    self._upload_artifacts(trial, run)
-                trial.set_user_attr("val_metrics", history.history[-1])
-            objective = np.mean(np.asarray(per_seed), axis=0).tolist()
+            objective = score_trial(
+                trial,
+                config,
+                self.study.objective,
+                seeds_per_trial=self.study.seeds_per_trial,
+                upload=lambda path: upload_artifact(
+                    artifact_store=self.artifact_store, file_path=str(path),
+                    study_or_trial=trial,
+                ),
+            )
         except optuna.TrialPruned:
             trial.set_user_attr("wall_time_s", time.perf_counter() - started)
             raise
@@ -157,30 +98,3 @@ class TrialObjective:
             raise
         trial.set_user_attr("wall_time_s", time.perf_counter() - started)
         return objective if self.multi_objective else objective[0]
-
-    def _upload_artifacts(self, trial: optuna.Trial, run: Any) -> None:
-        """Best checkpoint, validation equity curve and metrics CSV, shown per trial."""
-        files: list[Path] = []
-        best = run.checkpoint.best_model_path
-        if best:
-            files.append(Path(best))
-        results = getattr(run.module, "last_val_results", None)
-        if results and results[0].equity.size > 1:
-            files.append(
-                plot_equity(
-                    {"agent": results[0]},
-                    run.run_dir / "val_equity.png",
-                    title=f"trial {trial.number}: last validation",
-                )
-            )
-        metrics_csv = run.run_dir / "csv" / "metrics.csv"
-        if metrics_csv.is_file():
-            files.append(metrics_csv)
-        for path in files:
-            upload_artifact(
-                artifact_store=self.artifact_store, file_path=str(path), study_or_trial=trial
-            )
-
-
-def _env_steps(history: ValidationHistory) -> int:
-    return history.env_steps[-1] if history.env_steps else 0

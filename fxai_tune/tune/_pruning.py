@@ -26,10 +26,12 @@ def pruned_in_subprocess(error: BaseException) -> bool:
 
 
 class ValidationHistory(Callback):
-    """Keeps every validation's metrics (``pl_module.last_val_metrics``) in order."""
+    """Keeps every validation's metrics (``pl_module.last_val_metrics``), its `Evaluation`
+    (per-bar record) and the env steps at that point, in order."""
 
     def __init__(self) -> None:
         self.history: list[dict[str, float]] = []
+        self.evaluations: list[Any] = []
         self.env_steps: list[int] = []
 
     @override
@@ -37,6 +39,7 @@ class ValidationHistory(Callback):
         if trainer.sanity_checking:
             return
         self.history.append(dict(pl_module.last_val_metrics))
+        self.evaluations.append(getattr(pl_module, "last_evaluation", None))
         self.env_steps.append(int(trainer.datamodule.env_steps))
 
 

@@ -10,8 +10,11 @@ A study file (``studies/<name>.yaml``)::
     search_space: ppo_quick             # name (search_spaces/<name>.yaml), path, or a mapping
     direction: maximize                 # or directions: [maximize, minimize]
     objective:
-      metrics: [val/episode_reward]     # one per direction
-      reduce: best                      # best | last validation value of each metric
+      metrics: [val/episode_reward]     # one per direction; never val/shaped_reward when the
+                                        # space tunes env.reward.* (the search would grade itself)
+      reduce: last                      # last | best validation (all metrics from that one)
+      folds: 1                          # walk-forward folds over train+val; value = their mean
+      embargo_bars: 0                   # bars between a fold's train and val beyond lookback
     sampler: {name: tpe, seed: 0, options: {n_startup_trials: 5}}
     pruner: {name: median, options: {n_startup_trials: 3, n_warmup_steps: 1}}
     budget: {total_timesteps: 8192, val_every_n_iterations: 2}
@@ -46,6 +49,12 @@ from typing import Any
 import optuna
 
 from fxai_tune.rl import ConfigError, TrainConfig, build_train_config, load_train_config
+from fxai_tune.tune._scoring import (
+    DIRECTIONS,
+    REDUCTIONS,
+    ObjectiveSpec,
+    check_unshaped_objective,
+)
 from fxai_tune.tune._space import (
     SearchSpace,
     SpaceError,
@@ -84,8 +93,6 @@ PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "hyperband": optuna.pruners.HyperbandPruner,
     "none": optuna.pruners.NopPruner,
 }
-DIRECTIONS = ("maximize", "minimize")
-REDUCTIONS = ("best", "last")
 
 # Optional packages some samplers import lazily (at their first trial); checked up front.
 _SAMPLER_NEEDS = {"cmaes": ("cmaes",), "gp": ("scipy", "torch"), "qmc": ("scipy",)}
@@ -161,8 +168,13 @@ class StudyConfig:
     """One of maximize/minimize per objective."""
     metrics: list[str]
     """Validation metric of each objective (e.g. val/episode_reward), one per direction."""
-    reduce: str = "best"
-    """Objective value from a run's validations: the best one or the last one."""
+    reduce: str = "last"
+    """Which validation scores a run: the last (what export-best + train reproduces) or the
+    best on the first metric (all metrics from that one validation)."""
+    folds: int = 1
+    """Walk-forward folds over train + val; the objective is the mean over folds."""
+    embargo_bars: int = 0
+    """Bars between a fold's train and val windows beyond the observation lookback."""
     sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)
     """Sampler settings (`make_sampler`)."""
     pruner: PrunerConfig = dataclasses.field(default_factory=PrunerConfig)
@@ -203,6 +215,17 @@ class StudyConfig:
     def multi_objective(self) -> bool:
         """Whether the study optimises more than one metric."""
         return len(self.directions) > 1
+
+    @property
+    def objective(self) -> ObjectiveSpec:
+        """What a trial's value is (`score_trial`)."""
+        return ObjectiveSpec(
+            metrics=tuple(self.metrics),
+            directions=tuple(self.directions),
+            reduce=self.reduce,
+            folds=self.folds,
+            embargo_bars=self.embargo_bars,
+        )
 
     def sample_config(self, trial: optuna.trial.BaseTrial) -> tuple[dict[str, Any], TrainConfig]:
         """Sample ``trial``'s values and the config they give (base config + values)."""
@@ -386,7 +409,7 @@ class _StudyParser:
             raise self.fail("description", f"expected text, got {description!r}")
 
         directions = self.directions(data)
-        metrics, reduce = self.objective(data.get("objective"), len(directions))
+        objective = self.objective(data.get("objective"), directions)
         sampler = self.sampler(data.get("sampler"))
         pruner = self.pruner(data.get("pruner"))
         if len(directions) > 1 and pruner.name != "none":
@@ -440,6 +463,10 @@ class _StudyParser:
             budget.append(f"trainer.val_every_n_iterations={val_every}")
         base_config = self.base_config(data, budget)
         space_name, space = self.space(data.get("search_space"), base_config)
+        try:
+            check_unshaped_objective(objective, space.paths)
+        except ValueError as error:
+            raise self.fail("objective.metrics", str(error)) from None
         budget_paths = [o.split("=")[0] for o in budget]
         clash = [p for p in space.paths if p in budget_paths]
         if clash:
@@ -453,8 +480,10 @@ class _StudyParser:
             base_config=base_config,
             space=space,
             directions=directions,
-            metrics=metrics,
-            reduce=reduce,
+            metrics=list(objective.metrics),
+            reduce=objective.reduce,
+            folds=objective.folds,
+            embargo_bars=objective.embargo_bars,
             sampler=sampler,
             pruner=pruner,
             total_timesteps=total_timesteps,
@@ -488,13 +517,15 @@ class _StudyParser:
                 raise self.fail(where, f"got {value!r}; valid: {', '.join(DIRECTIONS)}")
         return list(raw)
 
-    def objective(self, raw: Any, n_directions: int) -> tuple[list[str], str]:
+    def objective(self, raw: Any, directions: list[str]) -> ObjectiveSpec:
         raw = {} if raw is None else raw
+        n_directions = len(directions)
         if not isinstance(raw, Mapping):
             raise self.fail("objective", f"expected a mapping, got {raw!r}")
-        unknown = [k for k in raw if k not in ("metrics", "reduce")]
+        keys = ("metrics", "reduce", "folds", "embargo_bars")
+        unknown = [k for k in raw if k not in keys]
         if unknown:
-            raise self.fail(f"objective.{unknown[0]}", "unknown key; valid: metrics, reduce")
+            raise self.fail(f"objective.{unknown[0]}", f"unknown key; valid: {', '.join(keys)}")
         if "metrics" not in raw and n_directions > 1:
             raise self.fail(
                 "objective.metrics", f"missing for {n_directions} directions; valid: one metric "
@@ -511,16 +542,16 @@ class _StudyParser:
                 "objective.metrics", f"{len(metrics)} metric(s) for {n_directions} "
                 "direction(s); valid: one metric per direction"
             )
-        if not all(m.startswith("val/") for m in metrics):
-            bad = next(m for m in metrics if not m.startswith("val/"))
-            raise self.fail(
-                "objective.metrics", f"{bad!r} is not a validation metric; valid: val/... "
-                "(the search never reads the test split)"
+        try:
+            return ObjectiveSpec(
+                metrics=tuple(metrics),
+                directions=tuple(directions),
+                reduce=raw.get("reduce", "last"),
+                folds=raw.get("folds", 1),
+                embargo_bars=raw.get("embargo_bars", 0),
             )
-        reduce = raw.get("reduce", "best")
-        if reduce not in REDUCTIONS:
-            raise self.fail("objective.reduce", f"got {reduce!r}; valid: {', '.join(REDUCTIONS)}")
-        return list(metrics), reduce
+        except ValueError as error:
+            raise StudyError(f"{self.path}: {error}") from None
 
     def section(self, raw: Any, key: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
         raw = {} if raw is None else raw

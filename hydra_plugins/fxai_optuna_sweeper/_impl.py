@@ -24,6 +24,8 @@ Later overrides of a key replace earlier ones: command-line arguments win over `
 
 from __future__ import annotations
 
+import sys
+
 import functools
 import logging
 import math
@@ -436,6 +438,27 @@ class SweeperImpl:
             )
         return loaded
 
+    def _check_objective(self, space: SweepSpace, job_space: Any) -> None:
+        """Refuse, before any trial, a sweep whose objective is the reward it tunes (the
+        same rule as a study file's: `fxai_tune.tune.check_unshaped_objective`)."""
+        from fxai_tune.tune import ObjectiveSpec, check_unshaped_objective
+
+        raw = self.config.get("objective") if self.config is not None else None
+        metrics = list(raw.get("metrics", ["val/episode_reward"])) if raw else [
+            "val/episode_reward"]
+        tuned = [name.lstrip("+") for name in space.distributions]
+        if job_space is not None:
+            tuned += list(job_space.paths)
+        try:
+            check_unshaped_objective(
+                ObjectiveSpec(metrics=tuple(metrics), directions=("maximize",) * len(metrics)),
+                tuned,
+            )
+        except ValueError as error:
+            # bad input: one line and exit code 2, as the CLI does, not Hydra's traceback
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+
     def _make_sampler(self, space: SweepSpace) -> optuna.samplers.BaseSampler:
         # Hydra instantiates the sweeper recursively: ``sampler`` arrives built (a partial for
         # the grid sampler, which needs the grid); a DictConfig only with ``_recursive_: false``
@@ -505,6 +528,7 @@ class SweeperImpl:
             raise RuntimeError("SweeperImpl.setup() must run before sweep()")
         space = self._space(arguments)
         job_space = self._job_search_space(space)
+        self._check_objective(space, job_space)
         study = self._open_study(space)
         log.info("Study name: %s", study.study_name)
         log.info("Storage: %s", _mask(self.storage_url) if self.storage_url else "in memory")
