@@ -246,3 +246,85 @@ def test_study_files_take_folds_and_embargo(tmp_path):
         load_study_config(bad)
     text = yaml.safe_load(path.read_text())
     assert text["objective"]["folds"] == 3
+
+
+# -- overfitting statistics of the whole search -----------------------------------------------
+
+
+def _study_of(returns_by_trial):
+    from fxai_tune.tune import encode_returns
+
+    study = optuna.create_study(direction="maximize")
+    for returns in returns_by_trial:
+        study.add_trial(optuna.trial.create_trial(
+            value=float(np.sum(returns)),
+            user_attrs={"val_returns": encode_returns(returns)},
+        ))
+    return study
+
+
+def test_a_search_over_noise_is_not_significant_and_overfits():
+    from fxai_tune.tune import search_statistics, statistics_lines
+
+    rng = np.random.default_rng(0)
+    pbos = []
+    for _ in range(3):
+        stats = search_statistics(_study_of(rng.normal(0, 1e-3, (40, 720))))
+        assert stats["deflated_sharpe_ratio"] < 0.95
+        pbos.append(stats["probability_of_backtest_overfitting"])
+    assert np.mean(pbos) > 0.3
+    assert any("No edge found" in line for line in statistics_lines(stats))
+
+
+def test_a_dominant_configuration_is_significant_and_does_not_overfit():
+    from fxai_tune.tune import search_statistics, statistics_lines
+
+    rng = np.random.default_rng(1)
+    returns = rng.normal(0, 1e-3, (40, 720))
+    returns[7] += 3e-4  # one configuration with a real per-bar edge (Sharpe 0.3 per bar)
+    stats = search_statistics(_study_of(returns))
+    assert stats["best_trial"] == 7
+    assert stats["deflated_sharpe_ratio"] > 0.95
+    assert stats["probability_of_backtest_overfitting"] < 0.1
+    assert not any("No edge found" in line for line in statistics_lines(stats))
+
+
+def test_the_deflated_sharpe_ratio_falls_as_the_search_tries_more_trials():
+    """Pruned trials were looks at the data too: the same completed trials with more pruned
+    ones beside them deflate the best Sharpe more."""
+    from fxai_tune.tune import search_statistics
+
+    rng = np.random.default_rng(2)
+    completed = [rng.normal(2e-4, 1e-3, 720), *rng.normal(0, 1e-3, (20, 720))]
+    values = []
+    for n_pruned in (0, 20, 200):
+        study = _study_of(completed)
+        for _ in range(n_pruned):
+            study.add_trial(optuna.trial.create_trial(
+                state=optuna.trial.TrialState.PRUNED, intermediate_values={0: 0.0}))
+        stats = search_statistics(study)
+        assert stats["n_trials"] == 21 + n_pruned
+        values.append(stats["deflated_sharpe_ratio"])
+    assert values[0] > values[1] > values[2]
+
+
+def test_status_json_names_the_statistics_and_the_study_names_its_metrics(tmp_path):
+    import json
+
+    path = write_tiny_study(tmp_path, "stats", n_trials=3)
+    done = subprocess.run([*CLI, "run", "--study", str(path)], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Deflated Sharpe Ratio" in done.stdout and "Probability of Backtest" in done.stdout
+    status = subprocess.run([*CLI, "status", "--study", str(path), "--json"],
+                            capture_output=True, text=True, timeout=300)
+    summary = json.loads(status.stdout)
+    overfitting = summary["overfitting"]
+    assert overfitting["n_trials"] == 3 and overfitting["n_trials_with_returns"] == 3
+    assert 0.0 <= overfitting["deflated_sharpe_ratio"] <= 1.0
+    assert 0.0 <= overfitting["probability_of_backtest_overfitting"] <= 1.0
+    study = optuna.load_study(study_name="stats", storage=f"sqlite:///{tmp_path / 'stats.db'}")
+    assert study.metric_names == ["val/episode_reward"]
+    from optuna_dashboard import get_note
+
+    assert "Deflated Sharpe Ratio" in get_note(study)

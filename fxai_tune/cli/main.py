@@ -210,6 +210,7 @@ def run(
         check_storage_for_workers,
         launch_workers,
         mask_password,
+        save_dashboard_note,
         study_status,
         watch,
     )
@@ -250,7 +251,9 @@ def run(
     except KeyboardInterrupt:
         err_console.print("interrupted: running trials were recorded FAIL; rerun to continue")
         raise typer.Exit(130) from None
-    _print_status(study_status(optuna_study))
+    summary = study_status(optuna_study)
+    _print_status(summary)
+    save_dashboard_note(optuna_study, summary["overfitting"])
     if any(code == EXIT_FAILURE_RATE for code in codes):
         reason = _last_line([w.log_path for w, c in zip(started, codes) if c == EXIT_FAILURE_RATE])
         err_console.print(f"[bold red]error:[/] {reason}", highlight=False)
@@ -338,6 +341,12 @@ def _print_status(status: dict) -> None:
                 w.get("last_finished", "-"),
             )
         console.print(table)
+    overfitting = status.get("overfitting")
+    if overfitting is not None:
+        from fxai_tune.tune._statistics import statistics_lines
+
+        for line in statistics_lines(overfitting):
+            console.print(line, highlight=False)
     for failure in status["failures"][-5:]:
         console.print(f"trial {failure['number']} failed: {failure['reason']}", highlight=False)
 

@@ -6,6 +6,8 @@ from fxai_tune.model._config import ModelConfig
 from fxai_tune.model._dropout import ConsistentDropout, dropout_seeds
 from fxai_tune.model._factory import build_policy
 from fxai_tune.model._mlp import MLPPolicy
+from fxai_tune.model._normalize import NormalizedPolicy, ObservationNormalizer
+from fxai_tune.model._spaces import space_from_dict, space_to_dict
 from fxai_tune.model._transformer import AttentionPool, MultiBranchTransformer
 
 __all__ = [
@@ -14,6 +16,10 @@ __all__ = [
     "MLPPolicy",
     "ModelConfig",
     "MultiBranchTransformer",
+    "NormalizedPolicy",
+    "ObservationNormalizer",
     "build_policy",
     "dropout_seeds",
+    "space_from_dict",
+    "space_to_dict",
 ]

@@ -40,6 +40,13 @@ class ModelConfig:
     """Activation of the MLPs: "tanh" (CleanRL/SB3 default for PPO) or "relu"."""
     ortho_init: bool = True
     """Orthogonal init of MLPs and heads (gains sqrt(2) hidden, 0.01 policy, 1 value)."""
+    normalize_obs: bool = False
+    """Normalise observations by their running mean and variance (rl-zoo3's ``normalize``),
+    kept in the checkpoint and frozen during each iteration and validation; for gymnasium
+    ``env_id`` tasks mainly (the FX features are already scaled)."""
+    obs_clip: float = 10.0
+    """Normalised observations are clipped to [-obs_clip, obs_clip] (stable-baselines3's
+    ``clip_obs``); used with ``normalize_obs``."""
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layers", "n_heads", "dim_feedforward"):
@@ -58,6 +65,8 @@ class ModelConfig:
             raise ValueError(f"pooling must be one of {_POOLINGS}, got pooling={self.pooling!r}")
         if self.fusion not in _FUSIONS:
             raise ValueError(f"fusion must be one of {_FUSIONS}, got fusion={self.fusion!r}")
+        if not self.obs_clip > 0:
+            raise ValueError(f"obs_clip must be > 0, got obs_clip={self.obs_clip!r}")
         if self.activation not in _ACTIVATIONS:
             raise ValueError(
                 f"activation must be one of {_ACTIVATIONS}, got activation={self.activation!r}"

@@ -9,6 +9,7 @@ from torch import nn
 
 from fxai_tune.model._config import ModelConfig
 from fxai_tune.model._mlp import MLPPolicy
+from fxai_tune.model._normalize import NormalizedPolicy, ObservationNormalizer
 from fxai_tune.model._transformer import MultiBranchTransformer
 
 __all__ = ["build_policy"]
@@ -18,6 +19,9 @@ def build_policy(
     observation_space: gym.Space, action_space: gym.Space, config: ModelConfig
 ) -> nn.Module:
     """Build `MultiBranchTransformer` for ``Dict`` observations, `MLPPolicy` for ``Box`` ones.
+
+    With ``config.normalize_obs`` the network sits behind an `ObservationNormalizer`
+    (`NormalizedPolicy`, same interface).
 
     Both return ``(logits, value)`` from ``forward(obs)`` and offer ``actor_logits(obs)`` and
     ``value(obs)``.
@@ -50,11 +54,17 @@ def build_policy(
             f"the Discrete action space must start at 0, got action_space={action_space!r}"
         )
     n_actions = int(action_space.n)
+    net: nn.Module
     if isinstance(observation_space, gym.spaces.Dict):
-        return MultiBranchTransformer(observation_space, n_actions, config)
-    if isinstance(observation_space, gym.spaces.Box):
-        return MLPPolicy(math.prod(observation_space.shape), n_actions, config)
-    raise TypeError(
-        "observation space must be a gymnasium.spaces.Dict or Box, "
-        f"got observation_space={observation_space!r}"
-    )
+        net = MultiBranchTransformer(observation_space, n_actions, config)
+    elif isinstance(observation_space, gym.spaces.Box):
+        net = MLPPolicy(math.prod(observation_space.shape), n_actions, config)
+    else:
+        raise TypeError(
+            "observation space must be a gymnasium.spaces.Dict or Box, "
+            f"got observation_space={observation_space!r}"
+        )
+    if config.normalize_obs:
+        normalizer = ObservationNormalizer(observation_space, clip=config.obs_clip)
+        return NormalizedPolicy(net, normalizer)
+    return net

@@ -6,8 +6,11 @@ from fxai_tune.rl._buffer import Batch, RolloutBuffer
 from fxai_tune.rl._callbacks import (
     CurriculumLearningCallback,
     EpisodeMetricsCallback,
+    IterationCheckpoint,
+    IterationDeviceStatsMonitor,
     RewardSystemCallback,
     RolloutCollectionCallback,
+    ValidateLastIteration,
 )
 from fxai_tune.rl._config import (
     CurriculumConfig,
@@ -52,6 +55,7 @@ from fxai_tune.rl._train import (
     resolve_precision,
     resume_training,
     train,
+    uses_gpu,
 )
 
 __all__ = [
@@ -64,6 +68,8 @@ __all__ = [
     "CurriculumStage",
     "EpisodeMetricsCallback",
     "EpisodeResult",
+    "IterationCheckpoint",
+    "IterationDeviceStatsMonitor",
     "Evaluation",
     "PPOConfig",
     "PPOLightningModule",
@@ -75,6 +81,7 @@ __all__ = [
     "TrainerConfig",
     "VAL_SCORES",
     "TrainingRun",
+    "ValidateLastIteration",
     "backtest",
     "baseline_policies",
     "build_train_config",
@@ -96,5 +103,6 @@ __all__ = [
     "save_train_config",
     "summarize_episodes",
     "train",
+    "uses_gpu",
     "win_rate",
 ]

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, DeviceStatsMonitor, ModelCheckpoint
 from typing_extensions import override
 
 from fxai_tune.rl._config import CurriculumConfig
@@ -16,6 +16,7 @@ __all__ = [
     "CurriculumLearningCallback",
     "EpisodeMetricsCallback",
     "IterationCheckpoint",
+    "IterationDeviceStatsMonitor",
     "RewardSystemCallback",
     "RolloutCollectionCallback",
     "ValidateLastIteration",
@@ -28,7 +29,8 @@ def _log(pl_module: pl.LightningModule, metrics: dict[str, float]) -> None:
 
 
 class RolloutCollectionCallback(Callback):
-    """Collects a fresh rollout with the current policy before each PPO update.
+    """Collects a fresh rollout with the current policy before each PPO update and logs
+    ``timesteps/total``.
 
     The rollout runs under the Trainer's precision (the autocast of ``bf16-mixed`` and
     ``16-mixed``), as the update does: the log-probabilities of the PPO ratio come from the
@@ -43,6 +45,8 @@ class RolloutCollectionCallback(Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         with trainer.precision_plugin.forward_context():
             trainer.datamodule.collect_rollout(pl_module.policy)
+        # env steps summed over envs, this rollout included (the x-axis of every metric)
+        pl_module.log_metrics({"timesteps/total": float(trainer.datamodule.env_steps)})
 
 
 class ValidateLastIteration(Callback):
@@ -86,15 +90,63 @@ class IterationCheckpoint(ModelCheckpoint):
             super().on_train_epoch_end(trainer, pl_module)
 
 
+class IterationDeviceStatsMonitor(DeviceStatsMonitor):
+    """Lightning's `DeviceStatsMonitor`, logged after each rollout and each update at env steps.
+
+    The parent logs twice per minibatch against optimizer steps; here every metric shares the
+    env-step axis, as ``device/rollout/<stat>`` (after collection) and ``device/update/<stat>``
+    (after the update). CPU runs log nothing (the seed guide wants it for GPUs).
+    """
+
+    @override
+    def on_train_batch_start(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    @override
+    def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    @override
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.log_device_stats(trainer, "rollout")
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.log_device_stats(trainer, "update")
+
+    def log_device_stats(self, trainer: pl.Trainer, phase: str) -> None:
+        """Log the accelerator's statistics of the root device as ``device/<phase>/<stat>``."""
+        device = trainer.strategy.root_device
+        if device.type == "cpu":
+            return
+        stats = trainer.accelerator.get_device_stats(device)
+        metrics = {
+            f"device/{phase}/{key}": float(value)
+            for key, value in stats.items()
+            if isinstance(value, (int, float))
+        }
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=int(trainer.datamodule.env_steps))
+
+
 class EpisodeMetricsCallback(Callback):
-    """Logs training-episode statistics: the last rollout's and means over a window.
+    """Logs training-episode statistics: the last rollout's and those of a window.
+
+    ``episode/reward`` and ``episode/length`` average the episodes that ended in the last
+    rollout; ``episode/<stat>_mean``, ``episode/reward_std``, ``episode/reward_max`` and
+    ``episode/reward_min`` cover the last ``window_size`` episodes; ``episode/count`` is the
+    number that ended in the last rollout. The window survives checkpoints.
 
     Args:
-        window_size: Number of recent episodes the ``*_mean`` metrics average over.
+        window_size: Number of recent episodes of the window statistics.
     """
 
     def __init__(self, window_size: int = 100) -> None:
         self.window: deque[dict[str, float]] = deque(maxlen=window_size)
+
+    @property
+    def state_key(self) -> str:
+        return "EpisodeMetricsCallback"
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -103,25 +155,50 @@ class EpisodeMetricsCallback(Callback):
         if not self.window:
             return
         metrics = {"episode/count": float(len(episodes))}
+        if episodes:
+            metrics["episode/reward"] = float(np.mean([e["reward"] for e in episodes]))
+            metrics["episode/length"] = float(np.mean([e["length"] for e in episodes]))
         for key in self.window[0]:
             values = [e[key] for e in self.window if key in e]
             metrics[f"episode/{key}_mean"] = float(np.mean(values))
         rewards = [e["reward"] for e in self.window]
         metrics["episode/reward_std"] = float(np.std(rewards))
+        metrics["episode/reward_max"] = float(np.max(rewards))
+        metrics["episode/reward_min"] = float(np.min(rewards))
         if "wins" in self.window[0]:
             wins = sum(e["wins"] for e in self.window)
             closed = wins + sum(e["losses"] for e in self.window)
             metrics["episode/win_rate_mean"] = wins / closed if closed else 0.0
         _log(pl_module, metrics)
 
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"window": [dict(e) for e in self.window]}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.window.clear()
+        self.window.extend(state_dict.get("window", []))
+
 
 class RewardSystemCallback(Callback):
-    """Logs the mean raw value of each reward component per env step (``reward/<name>``)."""
+    """Logs the reward per env step of the last rollout and of each raw component.
+
+    ``reward/total`` is the mean reward the agent received per env step (all weighted
+    components, as scaled); ``reward/<name>_mean`` and ``reward/<name>_std`` are the mean and
+    standard deviation of a raw component over the rollout's env steps, and ``reward/<name>``
+    is its mean again (the seed guide logs both names).
+    """
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        means = trainer.datamodule.drain_reward_components()
-        _log(pl_module, {f"reward/{name}": value for name, value in means.items()})
+        datamodule = trainer.datamodule
+        metrics = {"reward/total": float(datamodule.buffer.rewards.mean())}
+        for name, (mean, std) in datamodule.drain_reward_components().items():
+            metrics[f"reward/{name}"] = mean
+            metrics[f"reward/{name}_mean"] = mean
+            metrics[f"reward/{name}_std"] = std
+        _log(pl_module, metrics)
 
 
 class CurriculumLearningCallback(Callback):

@@ -7,6 +7,7 @@ values into it by dotted path (``ppo.learning_rate``), and `export-best` writes 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from fxai_tune.data import DataConfig
 from fxai_tune.env import EnvConfig
@@ -72,7 +73,8 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     """Global gradient-norm clip."""
     target_kl: float | None = None
-    """Stop the update early once approx KL exceeds 1.5 x this; None disables it."""
+    """Stop the update at the first minibatch whose approx KL exceeds 1.5 x this, before its
+    optimizer step (stable-baselines3); None disables it."""
     normalize_advantages: bool = True
     """Normalise advantages per minibatch."""
     total_timesteps: int = 200_000
@@ -176,7 +178,8 @@ class TrainerConfig:
     strategy: str = "auto"
     """Lightning strategy (auto, ddp ...)."""
     precision: str = "auto"
-    """auto picks bf16-mixed on a bf16-capable GPU and 32-true otherwise."""
+    """auto picks bf16-mixed on a bf16-capable CUDA GPU (never with accelerator cpu) and
+    32-true otherwise; 16-mixed scales the loss and skips steps with non-finite gradients."""
     val_every_n_iterations: int = 5
     """Run validation every k PPO iterations (Lightning epochs)."""
     val_episodes: int = 10
@@ -239,3 +242,6 @@ class TrainConfig:
     """Lightning trainer settings."""
     run_dir: str = "runs/default"
     """Where checkpoints, logs and the report go."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """Where this config came from, written by ``fxai-tune export-best``: study, trial, the
+    value it recorded and the search's overfitting statistics (``search``), for the report."""

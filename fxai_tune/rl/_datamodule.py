@@ -99,7 +99,7 @@ class RLDataModule(pl.LightningDataModule):
         self.difficulty = 1.0
         # filled during collection, drained by the metric callbacks
         self.finished_episodes: list[dict[str, float]] = []
-        self.reward_component_sums: dict[str, float] = {}
+        self.reward_component_sums: dict[str, np.ndarray] = {}  # name -> (sum, sum of squares)
         self.reward_component_count = 0
         self.recent_episodes: deque[dict[str, float]] = deque(maxlen=100)
 
@@ -135,6 +135,10 @@ class RLDataModule(pl.LightningDataModule):
         buffer.reset()
         was_training = policy.training
         policy.train()
+        normalizer = getattr(policy, "obs_normalizer", None)
+        if normalizer is not None:
+            # this iteration's transform, fixed through collection, update and validation
+            normalizer.freeze()
         # a shared trunk gives values for free with the logits; separate nets run the critic
         # once, batched, after the rollout
         values_per_step = getattr(policy, "shares_trunk", False)
@@ -204,7 +208,15 @@ class RLDataModule(pl.LightningDataModule):
             gamma=self.config.ppo.gamma,
             gae_lambda=self.config.ppo.gae_lambda,
         )
+        if normalizer is not None:  # applied from the next iteration on
+            normalizer.update(flatten_observation(buffer.obs, buffer.size), self._sum_over_ranks)
         policy.train(was_training)
+
+    def _sum_over_ranks(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum over DDP processes (identity for one): every rank gets the same statistics."""
+        if self.trainer is None or self.trainer.world_size == 1:
+            return tensor
+        return self.trainer.strategy.reduce(tensor, reduce_op="sum")
 
     def _dropout_seeds(self, first_seed: int, step: int) -> torch.Tensor:
         """Seeds of step ``step`` of the rollout starting at env step ``first_seed``: the
@@ -238,8 +250,9 @@ class RLDataModule(pl.LightningDataModule):
         components = info.get("reward_components")
         if components:
             for name, values in components.items():
-                total = float(np.sum(values))
-                self.reward_component_sums[name] = self.reward_component_sums.get(name, 0) + total
+                values = np.asarray(values, dtype=np.float64)
+                sums = self.reward_component_sums.setdefault(name, np.zeros(2))
+                sums += (values.sum(), np.square(values).sum())
             self.reward_component_count += self.config.ppo.n_envs
 
     def _check_finite(self, obs: Observation) -> None:
@@ -255,12 +268,16 @@ class RLDataModule(pl.LightningDataModule):
         episodes, self.finished_episodes = self.finished_episodes, []
         return episodes
 
-    def drain_reward_components(self) -> dict[str, float]:
-        """Mean raw value of each reward component per env step since the last call."""
+    def drain_reward_components(self) -> dict[str, tuple[float, float]]:
+        """Mean and standard deviation of each raw reward component over the env steps since
+        the last call, by component name."""
         count = max(1, self.reward_component_count)
-        means = {name: total / count for name, total in self.reward_component_sums.items()}
+        moments = {}
+        for name, (total, total_sq) in self.reward_component_sums.items():
+            mean = total / count
+            moments[name] = (float(mean), float(np.sqrt(max(0.0, total_sq / count - mean**2))))
         self.reward_component_sums, self.reward_component_count = {}, 0
-        return means
+        return moments
 
     # ------------------------------------------------------------------ curriculum
     def set_difficulty(self, level: float) -> None:
@@ -332,7 +349,8 @@ class RLDataModule(pl.LightningDataModule):
             # a gymnasium env's internal state cannot be saved: continuing from the saved
             # last_obs would pair it with a freshly built env. Start new episodes instead,
             # seeded by the run and its progress (not the first episodes again).
-            seed = int(np.random.SeedSequence([self.config.seed, self.env_steps]).generate_state(1)[0])
+            sequence = np.random.SeedSequence([self.config.seed, self.env_steps])
+            seed = int(sequence.generate_state(1)[0])
             obs, _ = self.env.reset(seed=seed)
             self._last_obs = to_tensor(obs, self.device)
 
@@ -340,7 +358,9 @@ class RLDataModule(pl.LightningDataModule):
         self.env.close()
 
 
-def _chunked_values(policy: torch.nn.Module, obs: Observation, seeds: torch.Tensor) -> torch.Tensor:
+def _chunked_values(
+    policy: torch.nn.Module, obs: Observation, seeds: torch.Tensor
+) -> torch.Tensor:
     values = []
     for start in range(0, len(seeds), _EVAL_CHUNK):
         chunk = slice(start, start + _EVAL_CHUNK)

@@ -12,7 +12,13 @@ import pytorch_lightning as pl
 import torch
 from typing_extensions import override
 
-from fxai_tune.model import ModelConfig, build_policy, dropout_seeds
+from fxai_tune.model import (
+    ModelConfig,
+    build_policy,
+    dropout_seeds,
+    space_from_dict,
+    space_to_dict,
+)
 from fxai_tune.rl._buffer import Batch, Observation, to_tensor
 from fxai_tune.rl._config import PPOConfig
 from fxai_tune.rl._evaluation import Evaluation
@@ -48,24 +54,39 @@ class PPOLightningModule(pl.LightningModule):
     here (PERFORMANCE.md). Statistics are accumulated in one tensor and logged once per
     rollout, averaged over minibatches, against environment steps.
 
+    All four arguments are saved as plain hyperparameters, so a checkpoint rebuilds the
+    module on its own: ``PPOLightningModule.load_from_checkpoint(path)``.
+
     Args:
-        ppo: PPO hyperparameters.
-        model: Policy network configuration.
-        observation_space: Single-env observation space (Box or Dict of Box).
-        action_space: Single-env Discrete action space.
+        ppo: PPO hyperparameters (or their dict, as saved in a checkpoint).
+        model: Policy network configuration (or its dict).
+        observation_space: Single-env observation space (Box or Dict of Box), or its
+            `fxai_tune.model.space_to_dict` form.
+        action_space: Single-env Discrete action space, or its dict form.
     """
 
     def __init__(
         self,
-        ppo: PPOConfig,
-        model: ModelConfig,
-        observation_space: gym.Space,
-        action_space: gym.Space,
+        ppo: PPOConfig | dict[str, Any],
+        model: ModelConfig | dict[str, Any],
+        observation_space: gym.Space | dict[str, Any],
+        action_space: gym.Space | dict[str, Any],
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
+        ppo = ppo if isinstance(ppo, PPOConfig) else PPOConfig(**ppo)
+        model = model if isinstance(model, ModelConfig) else ModelConfig(**model)
+        if isinstance(observation_space, dict):
+            observation_space = space_from_dict(observation_space)
+        if isinstance(action_space, dict):
+            action_space = space_from_dict(action_space)
         self.save_hyperparameters(
-            {"ppo": dataclasses.asdict(ppo), "model": dataclasses.asdict(model)}
+            {
+                "ppo": dataclasses.asdict(ppo),
+                "model": dataclasses.asdict(model),
+                "observation_space": space_to_dict(observation_space),
+                "action_space": space_to_dict(action_space),
+            }
         )
         self.ppo = ppo
         self.policy = build_policy(observation_space, action_space, model)

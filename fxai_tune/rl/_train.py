@@ -20,6 +20,7 @@ from fxai_tune.rl._callbacks import (
     CurriculumLearningCallback,
     EpisodeMetricsCallback,
     IterationCheckpoint,
+    IterationDeviceStatsMonitor,
     RewardSystemCallback,
     RolloutCollectionCallback,
     ValidateLastIteration,
@@ -29,7 +30,14 @@ from fxai_tune.rl._config_io import load_train_config, save_train_config
 from fxai_tune.rl._datamodule import RLDataModule
 from fxai_tune.rl._module import PPOLightningModule
 
-__all__ = ["TrainingRun", "build_training", "resolve_precision", "resume_training", "train"]
+__all__ = [
+    "TrainingRun",
+    "build_training",
+    "resolve_precision",
+    "resume_training",
+    "train",
+    "uses_gpu",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +61,15 @@ def resolve_precision(precision: str, *, accelerator: str = "auto") -> str:
     if on_cuda and torch.cuda.is_bf16_supported():
         return "bf16-mixed"
     return "32-true"
+
+
+def uses_gpu(accelerator: str) -> bool:
+    """Whether a run with ``trainer.accelerator`` asks for a GPU or finds one (``auto``)."""
+    if accelerator in ("gpu", "cuda", "mps"):
+        return True
+    return accelerator == "auto" and (
+        torch.cuda.is_available() or torch.backends.mps.is_available()
+    )
 
 
 def resolve_devices(devices: str) -> str | int:
@@ -91,8 +108,9 @@ def build_training(
         config: The run's configuration; ``config.run_dir`` receives checkpoints and logs.
         extra_callbacks: More callbacks (the tuner adds its pruning callback here).
         loggers: Attach TensorBoard and CSV loggers.
-        checkpointing: Save checkpoints (best on `val/episode_reward`, and last) at each
-            validation.
+        checkpointing: Save checkpoints at the end of each validated iteration: the
+            `SAVE_TOP_K` best on `val/episode_reward` (``ppo-<iteration>-<reward>.ckpt``) and
+            ``last.ckpt``.
     """
     pl.seed_everything(config.seed, workers=True, verbose=False)
     if "spawn" in config.trainer.strategy:
@@ -132,6 +150,8 @@ def build_training(
         callbacks.append(checkpoint)
     # no LearningRateMonitor: it logs against optimizer steps, before this iteration's schedule
     # step; the module logs train/learning_rate, the rate the update used, at env steps
+    if loggers and uses_gpu(config.trainer.accelerator):
+        callbacks.append(IterationDeviceStatsMonitor())
     if config.trainer.enable_progress_bar:
         callbacks.append(RichProgressBar())
     if config.trainer.early_stopping_patience is not None:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from fxai_tune.tune._inspect import best_trials, export_best_config, study_status
+from fxai_tune.tune._inspect import (
+    best_trials,
+    export_best_config,
+    save_dashboard_note,
+    study_status,
+)
+from fxai_tune.tune._statistics import search_statistics, statistics_lines
 from fxai_tune.tune._launch import EXIT_FAILURE_RATE, launch_workers, plan_devices, watch
 from fxai_tune.tune._objective import TrialObjective, describe_failure
 from fxai_tune.tune._pruning import OptunaPruningCallback, ValidationHistory
@@ -73,6 +79,9 @@ __all__ = [
     "select_validation",
     "run_worker",
     "study_lock",
+    "save_dashboard_note",
+    "search_statistics",
+    "statistics_lines",
     "study_status",
     "watch",
 ]

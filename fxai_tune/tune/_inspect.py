@@ -12,8 +12,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from fxai_tune.rl import TrainConfig, build_train_config, save_train_config
 from fxai_tune.tune._runner import count_trials
+from fxai_tune.tune._statistics import search_statistics, statistics_lines
 
-__all__ = ["best_trials", "export_best_config", "study_status"]
+__all__ = ["best_trials", "export_best_config", "save_dashboard_note", "study_status"]
 
 
 def best_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -71,6 +72,7 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
             "retried": counts.retried,
         },
         "best": best,
+        "overfitting": search_statistics(study),
         "failures": failures,
         "workers": dict(workers),
     }
@@ -82,8 +84,10 @@ def export_best_config(
     """Write the best trial's complete training config to ``path``.
 
     The config is the one the trial trained (base config + sampled params, as recorded in
-    its ``config`` user attr), with a fresh run directory and the interactive trainer
-    settings a full run wants (progress bar, all devices, default threads).
+    its ``config`` user attr, its devices and threads included so that the same seed
+    reproduces the recorded value), with a fresh run directory, a progress bar, and
+    ``provenance``: study, trial, recorded values, seed spread, fold scores and the search's
+    overfitting statistics, which the final test report shows.
 
     Raises:
         ValueError: When the study has no completed trial.
@@ -96,13 +100,30 @@ def export_best_config(
     if recorded is None:
         raise ValueError(f"trial {trial.number} recorded no config (not an fxai-tune trial?)")
     config = build_train_config(recorded)
-    trainer = dataclasses.replace(
-        config.trainer, devices="auto", enable_progress_bar=True, torch_threads=None
-    )
+    # the trial's own threads and devices: a retrain with the same seed reproduces its value
+    trainer = dataclasses.replace(config.trainer, enable_progress_bar=True)
+    provenance = {
+        "study": study.study_name,
+        "trial": trial.number,
+        "values": list(trial.values),
+        "metrics": study.metric_names,
+        "seed_spread": trial.user_attrs.get("seed_spread"),
+        "fold_scores": trial.user_attrs.get("fold_scores"),
+        "search": search_statistics(study),
+    }
     config = dataclasses.replace(
         config,
         trainer=trainer,
         run_dir=run_dir or f"runs/{study.study_name}-trial{trial.number}",
+        provenance=provenance,
     )
     save_train_config(config, path)
     return trial, config
+
+
+def save_dashboard_note(study: optuna.Study, stats: dict[str, Any]) -> None:
+    """Show the search's overfitting statistics as the study's note in optuna-dashboard."""
+    from optuna_dashboard import save_note
+
+    body = "\n\n".join(["## Overfitting statistics", *statistics_lines(stats)])
+    save_note(study, body)

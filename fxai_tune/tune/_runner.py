@@ -67,7 +67,7 @@ def open_study(
         storage = make_storage(
             url, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period
         )
-        return optuna.create_study(
+        study = optuna.create_study(
             study_name=config.name,
             storage=storage,
             sampler=make_sampler(
@@ -77,6 +77,9 @@ def open_study(
             directions=list(config.directions),
             load_if_exists=True,
         )
+        if study.metric_names is None:  # plots say val/episode_reward, not "Objective 0"
+            study.set_metric_names(list(config.metrics))
+        return study
 
 
 @dataclass
