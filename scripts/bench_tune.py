@@ -30,6 +30,7 @@ from pathlib import Path
 
 import optuna
 import yaml
+from pytorch_lightning.callbacks import Callback
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -247,9 +248,43 @@ def bench_storage(directory: Path, n_trials: int, timesteps: int) -> None:
     )
 
 
+class _ValidationClock(Callback):
+    """Wall time spent inside validation (Lightning's validation loop)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def on_validation_start(self, trainer, pl_module):  # noqa: ANN001, ANN201
+        self._start = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module):  # noqa: ANN001, ANN201
+        self.seconds += time.perf_counter() - self._start
+
+
+def bench_validation(directory: Path) -> None:
+    """Share of a CPU demo trial's time spent validating: the split as one window stepped
+    at batch 1 (baseline: the previous validation) against 10 windows in one batch."""
+    from fxai_tune.rl import load_train_config, train
+
+    base = Path(__file__).resolve().parents[1] / "studies" / "configs" / "demo_base.yaml"
+    print("validation share of a demo trial (8192 env steps, 8 validations):")
+    for label, windows in (("baseline: 1 window, batch 1", 1), ("batched: 10 windows", 10)):
+        config = load_train_config(base, [
+            f"trainer.val_episodes={windows}", f"run_dir={directory / f'val{windows}'}",
+            "trainer.torch_threads=1",
+        ])
+        clock = _ValidationClock()
+        started = time.perf_counter()
+        train(config, extra_callbacks=[clock], loggers=False, checkpointing=False)
+        total = time.perf_counter() - started
+        print(f"  {label:30s} trial {total:6.2f} s, validation {clock.seconds:5.2f} s "
+              f"({100 * clock.seconds / total:4.1f}%)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="pruning,scaling,storage")
+    parser.add_argument("--only", default="validation,pruning,scaling,storage")
     parser.add_argument("--trials", type=int, default=20, help="trials per pruning study")
     parser.add_argument("--timesteps", type=int, default=16_384, help="env steps per trial")
     parser.add_argument("--repeats", type=int, default=2, help="scaling repeats")
@@ -257,6 +292,8 @@ def main() -> None:
     parts = set(args.only.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
+        if "validation" in parts:
+            bench_validation(directory)
         if "pruning" in parts:
             bench_pruning(directory, args.trials, args.timesteps)
         if "scaling" in parts:
