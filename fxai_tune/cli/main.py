@@ -41,30 +41,80 @@ def _load_config(config: Path | None, overrides: list[str]):  # noqa: ANN202 - l
 
 
 _HEADERS = {"total_return": "return", "max_drawdown": "max DD", "win_rate": "win rate"}
+_PERCENT_COLUMNS = ("total_return", "max_drawdown", "exposure", "win_rate")
 
 
-def _print_report(title: str, table_rows: dict[str, dict[str, float]], note: str = "") -> None:
+def _cell(column: str, row: dict) -> str:
+    value = row.get(column)
+    if value is None:
+        return "-"
+    if column in _PERCENT_COLUMNS:
+        text = f"{100 * value:.2f}%"
+    elif column == "trades":
+        text = f"{value:.0f}"
+    elif column in ("sharpe", "sortino", "calmar"):
+        text = f"{value:.2f}"
+    else:
+        text = f"{value:.3f}"
+    if column == "sharpe" and row.get("sharpe_ci") is not None:
+        low, high = row["sharpe_ci"]
+        text += f" [{low:.2f}, {high:.2f}]"
+    return text
+
+
+def _print_report(
+    title: str,
+    table_rows: dict[str, dict],
+    note: str = "",
+    *,
+    confidence: float | None = None,
+    lines: list[str] | None = None,
+) -> None:
+    """A policy table (columns `REPORT_COLUMNS` the rows have), the total-return intervals,
+    then ``lines`` and ``note``. The env's shaped ``reward`` is shown only without trading
+    metrics (a gymnasium env)."""
+    from rich.measure import Measurement
+
     from fxai_tune.rl import REPORT_COLUMNS
 
     table = Table(title=title)
     table.add_column("policy", no_wrap=True)
     columns = [c for c in REPORT_COLUMNS if any(c in row for row in table_rows.values())]
+    if "total_return" in columns and "reward" in columns:
+        columns.remove("reward")
+    with_ci = any(row.get("sharpe_ci") is not None for row in table_rows.values())
+    level = f"{100 * confidence:g}% CI" if confidence is not None else "CI"
     for column in columns:
-        table.add_column(_HEADERS.get(column, column), justify="right", no_wrap=True)
+        header = _HEADERS.get(column, column)
+        if column == "sharpe" and with_ci:
+            header = f"sharpe [{level}]"
+        table.add_column(header, justify="right", no_wrap=True)
     for name, row in table_rows.items():
-        cells = []
-        for column in columns:
-            value = row.get(column, float("nan"))
-            if column in ("total_return", "max_drawdown", "win_rate"):
-                cells.append(f"{100 * value:.2f}%")
-            elif column == "trades":
-                cells.append(f"{value:.0f}")
-            else:
-                cells.append(f"{value:.3f}")
-        table.add_row(name, *cells)
-    console.print(table)
+        table.add_row(name, *(_cell(column, row) for column in columns))
+    # never truncate a number: print as wide as the table needs
+    width = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    out = console if width <= console.width else Console(file=console.file, width=width)
+    out.print(table)
+    returns = [
+        f"{name} [{100 * low:+.2f}%, {100 * high:+.2f}%]"
+        for name, row in table_rows.items()
+        if row.get("total_return_ci") is not None
+        for low, high in [row["total_return_ci"]]
+    ]
+    if returns:
+        console.print(
+            f"Total return {level}: " + ", ".join(returns), highlight=False, soft_wrap=True
+        )
+    for line in lines or []:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     if note:
-        console.print(note, highlight=False)
+        console.print(note, highlight=False, soft_wrap=True)
+
+
+_SHARPE_NOTE = (
+    "Sharpe annualised from per-bar returns with the data's bars per year "
+    "(hourly FX: 6,240 = 260 days x 24 h)"
+)
 
 
 ConfigOption = Annotated[
@@ -87,25 +137,36 @@ def backtest(
     """Backtest the baseline policies (buy-and-hold, flat, random) on one data split."""
     from fxai_tune.data import DataError
     from fxai_tune.rl import backtest as run_backtest
-    from fxai_tune.rl import baseline_policies
+    from fxai_tune.rl import baseline_policies, make_data_manager
+    from fxai_tune.rl._report import BOOTSTRAP_CONFIDENCE, pass_metrics, policy_intervals
 
     if split not in ("train", "val", "test"):
         raise fail(f"--split must be one of train, val, test; got {split!r}")
     train_config = _load_config(config, override or [])
+    if train_config.env_id is not None:
+        raise fail(f"backtest needs the FX env; drop env_id={train_config.env_id!r}")
     try:
+        data = make_data_manager(train_config)
         results = run_backtest(
             train_config,
             baseline_policies(train_config.env.n_actions, seed=seed),
             split=split,
+            data=data,
         )
     except DataError as error:
         raise fail(str(error)) from None
-    rows = {name: result.stats for name, result in results.items()}
+    rows = {}
+    for name, result in results.items():
+        rows[name] = pass_metrics(result, data.periods_per_year)
+        intervals = policy_intervals(result.log_returns, data.periods_per_year, seed=seed)
+        if intervals is not None:
+            rows[name]["sharpe_ci"] = list(intervals["sharpe"])
+            rows[name]["total_return_ci"] = list(intervals["total_return"])
     _print_report(
         f"Backtest on the {split} split ({train_config.data.source})",
         rows,
-        note="Sharpe annualised from per-bar returns with the data's bars per year "
-        "(hourly FX: 6,240 = 260 days x 24 h).",
+        note=f"{_SHARPE_NOTE}; intervals: stationary bootstrap, seed {seed}.",
+        confidence=BOOTSTRAP_CONFIDENCE,
     )
 
 
@@ -154,11 +215,30 @@ def train(
         if run_dir is not None:
             overrides.append(f"run_dir={run_dir}")
         run = run_training(_load_config(config, overrides))
-    table = final_report(run)
+    report = final_report(run)
+    _print_final_report(report, run.run_dir)
+
+
+def _print_final_report(report, run_dir: Path) -> None:  # noqa: ANN001 - lazy import
+    """`final_report`'s table, intervals, weights, search statistics and verdict."""
+    from fxai_tune.rl._report import search_lines
+
+    where = report.checkpoint or "the weights in memory at the end of training"
+    lines = [f"Agent weights: {report.weights} ({where})"]
+    bootstrap = report.bootstrap
+    if bootstrap:
+        lines.append(
+            f"Intervals: stationary bootstrap, {bootstrap['n_resamples']} resamples, "
+            f"seed {bootstrap['seed']}. {_SHARPE_NOTE}."
+        )
+    lines += search_lines(report.search)
+    lines.append(f"Verdict: {report.verdict}")
     _print_report(
-        f"Test-split report ({run.run_dir})",
-        table,
-        note=f"Checkpoints, logs, report.json and the equity curve are in {run.run_dir}",
+        f"{report.split.capitalize()}-split report ({run_dir})",
+        dict(report.results),
+        note=f"Checkpoints, logs, report.json and the equity curve are in {run_dir}",
+        confidence=bootstrap.get("confidence"),
+        lines=lines,
     )
 
 

@@ -78,7 +78,9 @@ def open_study(
             load_if_exists=True,
         )
         if study.metric_names is None:  # plots say val/episode_reward, not "Objective 0"
-            study.set_metric_names(list(config.metrics))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(list(config.metrics))
         return study
 
 
