@@ -188,7 +188,7 @@ def test_the_app_trains_into_the_hydra_run_dir_and_logs_its_objective(tmp_path):
     run_dir = tmp_path / "run"
     done = _run_app(*TINY, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "Objective (best over the validations): {'val/episode_reward':" in done.stdout
+    assert "Objective (last validation, mean over 1 fold(s)): {'val/episode_reward':" in done.stdout
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / "csv" / "metrics.csv").is_file()
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())

@@ -241,7 +241,7 @@ def score_trial(
             run_config = dataclasses.replace(
                 fold_config(config, objective, fold),
                 seed=seed,
-                run_dir=str(_run_dir(config, seed, fold, objective.folds)),
+                run_dir=str(_run_dir(config, seed, fold, objective.folds, len(seeds))),
             )
             history = ValidationHistory()
             callbacks = [history, *extra_callbacks]
@@ -290,8 +290,11 @@ def _train(config: TrainConfig, callbacks: list[Any], kwargs: dict[str, Any]) ->
         raise KeyboardInterrupt("interrupted during training") from exit_
 
 
-def _run_dir(config: TrainConfig, seed: int, fold: int, folds: int) -> Path:
-    run_dir = Path(config.run_dir) / f"seed_{seed}"
+def _run_dir(config: TrainConfig, seed: int, fold: int, folds: int, seeds: int) -> Path:
+    """``run_dir`` itself for one seed and fold; else ``seed_S[/fold_K]`` beneath it."""
+    run_dir = Path(config.run_dir)
+    if seeds > 1:
+        run_dir = run_dir / f"seed_{seed}"
     return run_dir / f"fold_{fold}" if folds > 1 else run_dir
 
 
