@@ -145,15 +145,9 @@ class ObjectiveConfig:
 
     def spec(self) -> Any:
         """The `ObjectiveSpec` the shared scoring path takes."""
-        from fxai_tune.tune import ObjectiveSpec
+        from fxai_tune.tune._scoring import objective_of
 
-        return ObjectiveSpec(
-            metrics=tuple(self.metrics),
-            directions=tuple(self.directions),
-            reduce=self.reduce,
-            folds=self.folds,
-            embargo_bars=self.embargo_bars,
-        )
+        return objective_of(self)
 
 
 @dataclass

@@ -49,6 +49,7 @@ __all__ = [
     "decode_returns",
     "encode_returns",
     "fold_config",
+    "objective_of",
     "score_trial",
     "select_validation",
 ]
@@ -120,6 +121,18 @@ class ObjectiveSpec:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"objective.{key}: got {value!r}; valid: an integer >= {low}")
+
+
+def objective_of(source: Any) -> ObjectiveSpec:
+    """The `ObjectiveSpec` of anything with its fields (a `StudyConfig`, Hydra's
+    ``ObjectiveConfig``): both front doors build it here."""
+    return ObjectiveSpec(
+        metrics=tuple(source.metrics),
+        directions=tuple(source.directions),
+        reduce=source.reduce,
+        folds=source.folds,
+        embargo_bars=source.embargo_bars,
+    )
 
 
 def check_unshaped_objective(objective: ObjectiveSpec, tuned_keys: Iterable[str]) -> None:

@@ -54,6 +54,7 @@ from fxai_tune.tune._scoring import (
     REDUCTIONS,
     ObjectiveSpec,
     check_unshaped_objective,
+    objective_of,
 )
 from fxai_tune.tune._space import (
     SearchSpace,
@@ -219,13 +220,7 @@ class StudyConfig:
     @property
     def objective(self) -> ObjectiveSpec:
         """What a trial's value is (`score_trial`)."""
-        return ObjectiveSpec(
-            metrics=tuple(self.metrics),
-            directions=tuple(self.directions),
-            reduce=self.reduce,
-            folds=self.folds,
-            embargo_bars=self.embargo_bars,
-        )
+        return objective_of(self)
 
     def sample_config(self, trial: optuna.trial.BaseTrial) -> tuple[dict[str, Any], TrainConfig]:
         """Sample ``trial``'s values and the config they give (base config + values)."""
