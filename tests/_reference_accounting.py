@@ -1,0 +1,112 @@
+"""Plain per-bar reference of the trading accounting, written from the docstrings and docs.
+
+One account, Python floats, one loop iteration per decision: no tables, no packed state. The
+fast engine (`fxai_tune.env.TradingEngine`) is tested against it (``test_env_reference.py``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fxai_tune.data import MarketData
+from fxai_tune.env import EnvConfig
+
+
+def spreads(market: MarketData, config: EnvConfig) -> list[float]:
+    """Spread in price units per bar: the data's, or the configured one widened at rollover."""
+    cost = config.cost
+    if cost.spread_from_data:
+        return [float(s) for s in market.spread]
+    base = cost.to_price(cost.spread, market.pip_size)
+    return [base * (cost.rollover_multiplier if int(h) in cost.rollover_hours else 1.0)
+            for h in market.hour_of_day]
+
+
+def simulate(market: MarketData, config: EnvConfig, start: int, stop: int, actions,
+             *, cost_scale: float = 1.0) -> list[dict]:
+    """Step one episode from decision bar ``start`` (ends at ``stop``) with ``actions``.
+
+    Returns one record per step (equity, reward, components, flags, portfolio); the last
+    record of a finished episode also holds ``episode`` statistics.
+    """
+    cost, rw = config.cost, config.reward
+    w = rw.weights
+    targets = [lots * config.lot_size for lots in config.target_lots()]
+    spread = spreads(market, config)
+    shift = {"ask": -0.5, "bid": 0.5, "mid": 0.0}[market.price_side]
+    mid_open = [float(p) + shift * s for p, s in zip(market.open, spread, strict=True)]
+    mid_close = [float(p) + shift * s for p, s in zip(market.close, spread, strict=True)]
+    per_unit_extra = (cost.to_price(cost.slippage, market.pip_size)
+                      + cost.commission_per_lot / config.lot_size)
+
+    equity = peak = config.initial_equity
+    pos = dd = max_dd = trade_pnl = 0.0
+    flat_steps = hold_steps = 0
+    dsr_a = dsr_b = 0.0
+    rewards, returns, trades, wins, closed = [], [], 0, 0, 0
+    records = []
+    for k, action in enumerate(actions):
+        t = start + k
+        new = targets[action]
+        unit_cost = (0.5 * spread[t + 1] + per_unit_extra) * cost_scale
+        gap = pos * (mid_open[t + 1] - mid_close[t])
+        body = new * (mid_close[t + 1] - mid_open[t + 1])
+        trade_cost = abs(new - pos) * unit_cost
+        gross = gap + body
+        # Round trips: closing a position (flat or flip) ends a trade; a flip's cost is split.
+        side_old, side_new = np.sign(pos), np.sign(new)
+        if side_old != 0 and side_new != side_old:
+            closed += 1
+            wins += (trade_pnl + gap - abs(pos) * unit_cost) > 0
+        if side_new == 0:
+            trade_pnl = 0.0
+        elif side_new != side_old:
+            trade_pnl = body - abs(new) * unit_cost
+        else:
+            trade_pnl += gap + body - trade_cost
+        trades += new != pos
+        flat_steps = flat_steps + 1 if side_new == 0 else 0
+        hold_steps = hold_steps + 1 if side_new != 0 and side_new == side_old else (
+            1 if side_new != 0 else 0)
+
+        new_equity = equity + gross - trade_cost
+        peak = max(peak, new_equity)
+        new_dd = 1.0 - new_equity / peak
+        max_dd = max(max_dd, new_dd)
+        pnl = math.log(max((equity + gross) / equity, 1e-12))
+        tc = math.log(max(new_equity / (equity + gross), 1e-12))
+        r = pnl + tc
+        dsr = 0.0
+        if w.differential_sharpe != 0.0:  # Moody & Saffell 2001, eq. 19
+            var = dsr_b - dsr_a**2
+            if var > 1e-9 * dsr_b:
+                dsr = (dsr_b * (r - dsr_a) - 0.5 * dsr_a * (r * r - dsr_b)) / var**1.5
+            dsr_a, dsr_b = dsr_a + rw.dsr_eta * (r - dsr_a), dsr_b + rw.dsr_eta * (r * r - dsr_b)
+        comps = {"pnl": pnl, "transaction_cost": tc, "drawdown": -max(0.0, new_dd - dd),
+                 "inactivity": -1.0 if flat_steps > rw.inactivity_after else 0.0,
+                 "holding": -1.0 if hold_steps > rw.max_holding else 0.0,
+                 "differential_sharpe": dsr}
+        reward = rw.scale * sum(getattr(w, name) * value for name, value in comps.items())
+        equity, pos, dd = new_equity, new, new_dd
+        rewards.append(reward)
+        returns.append(r)
+        terminated = equity < config.margin_call_fraction * config.initial_equity
+        truncated = not terminated and t + 1 >= stop
+        portfolio = [new / targets[-1], trade_pnl / equity,
+                     hold_steps / config.position_time_scale, dd]
+        records.append({"equity": equity, "reward": reward, "components": comps,
+                        "terminated": terminated, "truncated": truncated,
+                        "position": new, "portfolio": portfolio})
+        if terminated or truncated:
+            n = len(returns)
+            sd = float(np.std(returns, ddof=1)) if n > 1 else 0.0
+            sharpe = (float(np.mean(returns)) / sd * math.sqrt(market.periods_per_year)
+                      if n > 1 and sd > 1e-150 else 0.0)
+            records[-1]["episode"] = {
+                "reward": sum(rewards), "length": n, "trades": trades, "wins": wins,
+                "losses": closed - wins, "total_return": equity / config.initial_equity - 1.0,
+                "sharpe": sharpe, "max_drawdown": max_dd}
+            break
+    return records

@@ -1,0 +1,151 @@
+"""The fast vector engine against the plain-loop reference (`_reference_accounting`) on random
+configurations: sizes, spread (configured, rollover-widened or per bar from data), slippage,
+commission, penalties, differential Sharpe, difficulty-scaled costs and margin calls."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _market_fixtures import random_walk_market
+from _reference_accounting import simulate
+
+from fxai_tune.env import (
+    EPISODE_KEYS,
+    REWARD_COMPONENTS,
+    CostConfig,
+    CurriculumEnvConfig,
+    EnvConfig,
+    RewardConfig,
+    RewardWeights,
+    VectorTradingEnv,
+)
+
+N_CONFIGS = 48
+STEPS = 120
+NUM_ENVS = 3
+
+
+def random_case(seed: int):
+    """A market and an `EnvConfig` drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    n = 400
+    side = str(rng.choice(["ask", "bid", "mid"]))
+    from_data = bool(rng.random() < 0.3)
+    spread = rng.uniform(0.0, 4e-4, n) if from_data else None
+    market = random_walk_market(n, seed=seed, sigma=float(rng.choice([3e-4, 2e-3])),
+                                price_side=side, spread=spread,
+                                first_hour=int(rng.integers(24)))
+    n_sizes = int(rng.integers(1, 4))
+    big = rng.random() < 0.3  # large positions and a tight margin level: margin calls
+    sizes = sorted(set(np.round(rng.uniform(0.1, 20.0 if big else 3.0, n_sizes), 2).tolist()))
+    cost = CostConfig(
+        unit=str(rng.choice(["pips", "price"])),
+        spread=float(rng.uniform(0, 2.0)) if rng.random() < 0.5 else 0.0,
+        spread_from_data=from_data,
+        rollover_multiplier=float(rng.uniform(1.0, 4.0)),
+        rollover_hours=sorted(rng.choice(24, int(rng.integers(0, 4)), replace=False).tolist()),
+        slippage=float(rng.uniform(0, 0.5)),
+        commission_per_lot=float(rng.choice([0.0, rng.uniform(0, 7.0)])))
+    if cost.unit == "price":
+        cost.spread *= 1e-4
+        cost.slippage *= 1e-4
+    weights = RewardWeights(*(float(x) for x in rng.choice([0.0, 0.3, 1.0], 6)))
+    reward = RewardConfig(weights=weights, scale=float(rng.uniform(1.0, 200.0)),
+                          dsr_eta=float(rng.uniform(0.005, 0.2)),
+                          inactivity_after=int(rng.integers(0, 6)),
+                          max_holding=int(rng.integers(0, 6)))
+    config = EnvConfig(
+        windows={"1h": 4, "2h": 2}, position_sizes=sizes, mode="random",
+        episode_length=int(rng.integers(5, 60)),
+        margin_call_fraction=float(rng.uniform(0.97, 0.999)) if big else 0.5,
+        position_time_scale=float(rng.uniform(1.0, 50.0)), cost=cost, reward=reward,
+        curriculum=CurriculumEnvConfig(difficulty=float(rng.choice([1.0, rng.uniform()])),
+                                       min_cost_scale=float(rng.uniform()),
+                                       min_episode_length=int(rng.integers(1, 20))))
+    return market, config, rng
+
+
+def run_against_reference(seed: int) -> dict[str, int]:
+    """Step the vector env and the reference side by side; returns counts of what was seen."""
+    market, config, rng = random_case(seed)
+    env = VectorTradingEnv(market, num_envs=NUM_ENVS, config=config)
+    engine = env.engine
+    env.reset(seed=seed)
+    starts = engine.t
+    actions: list[list[int]] = [[] for _ in range(NUM_ENVS)]
+    outputs: list[list[dict]] = [[] for _ in range(NUM_ENVS)]
+    seen = {"steps": 0, "terminated": 0, "truncated": 0}
+
+    def check(i: int) -> None:
+        stop = min(int(starts[i]) + engine.episode_length, engine.tables.last)
+        ref = simulate(market, config, int(starts[i]), stop, actions[i],
+                       cost_scale=engine.cost_scale)
+        assert len(ref) == len(outputs[i])
+        for got, want in zip(outputs[i], ref, strict=True):
+            where = f"config seed {seed}, env {i}, start {starts[i]}"
+            assert got["equity"] == pytest.approx(want["equity"], rel=1e-11), where
+            assert got["reward"] == pytest.approx(want["reward"], rel=1e-8, abs=1e-9), where
+            for name in REWARD_COMPONENTS:
+                assert got["components"][name] == pytest.approx(
+                    want["components"][name], rel=1e-8, abs=1e-9), (where, name)
+            assert (got["terminated"], got["truncated"]) == (
+                want["terminated"], want["truncated"]), where
+            assert got["position"] == want["position"], where
+            np.testing.assert_allclose(got["portfolio"], want["portfolio"], rtol=1e-5,
+                                       atol=1e-6, err_msg=where)
+            if "episode" in want:
+                for key in EPISODE_KEYS:
+                    assert got["episode"][key] == pytest.approx(
+                        want["episode"][key], rel=1e-7, abs=1e-9), (where, key)
+
+    for _ in range(STEPS):
+        a = rng.integers(0, config.n_actions, NUM_ENVS)
+        obs, reward, terminated, truncated, info = env.step(a)
+        portfolio = None
+        if "final_obs" in info:  # one observation dict per ended env (gymnasium's layout)
+            portfolio = obs["portfolio"].copy()
+            for j in np.flatnonzero(info["_final_obs"]):
+                portfolio[j] = info["final_obs"][j]["portfolio"]
+        for i in range(NUM_ENVS):
+            actions[i].append(int(a[i]))
+            done = bool(terminated[i] or truncated[i])
+            out = {"equity": info["equity"][i], "reward": reward[i],
+                   "components": {k: float(v[i]) for k, v in info["reward_components"].items()},
+                   "terminated": bool(terminated[i]), "truncated": bool(truncated[i]),
+                   "position": info["position"][i],
+                   "portfolio": (portfolio if done else obs["portfolio"])[i]}
+            if done:
+                out["episode"] = {k: v[i] for k, v in info["trading_episode"].items()}
+            outputs[i].append(out)
+            seen["steps"] += 1
+            seen["terminated"] += bool(terminated[i])
+            seen["truncated"] += bool(truncated[i])
+            if done:
+                check(i)
+                starts[i] = engine.t[i]
+                actions[i], outputs[i] = [], []
+    for i in range(NUM_ENVS):
+        check(i)  # the episodes still running
+    return seen
+
+
+def test_vector_engine_matches_the_plain_loop_reference_on_random_configurations():
+    seen = [run_against_reference(seed) for seed in range(N_CONFIGS)]
+    assert sum(s["terminated"] for s in seen) >= 5  # margin calls were exercised
+    assert sum(s["truncated"] for s in seen) >= 50
+
+
+def test_the_reference_check_fails_when_the_engine_drops_commission(monkeypatch):
+    """The comparison is not vacuous: an engine that forgets the commission is caught."""
+    import fxai_tune.env._tables as tables_module
+
+    original = tables_module.MarketTables.__init__
+
+    def without_commission(self, market, config):
+        cost = CostConfig(**{**vars(config.cost), "commission_per_lot": 0.0})
+        original(self, market, EnvConfig(**{**vars(config), "cost": cost}))
+
+    monkeypatch.setattr(tables_module.MarketTables, "__init__", without_commission)
+    seed = next(s for s in range(N_CONFIGS) if random_case(s)[1].cost.commission_per_lot > 0)
+    with pytest.raises(AssertionError):
+        run_against_reference(seed)
