@@ -17,7 +17,7 @@ from fxai_tune.env import (
     EnvConfig,
     RewardConfig,
     RewardWeights,
-    VectorTradingEnv,
+    TradingEngine,
 )
 
 N_CONFIGS = 48
@@ -66,11 +66,13 @@ def random_case(seed: int):
 
 
 def run_against_reference(seed: int) -> dict[str, int]:
-    """Step the vector env and the reference side by side; returns counts of what was seen."""
+    """Step the batched engine and the reference side by side; returns counts of what was seen."""
     market, config, rng = random_case(seed)
-    env = VectorTradingEnv(market, num_envs=NUM_ENVS, config=config)
-    engine = env.engine
-    env.reset(seed=seed)
+    # The engine itself (as `VectorTradingEnv` steps it), so the check does not depend on the
+    # gymnasium info layout.
+    engine = TradingEngine(market, config, NUM_ENVS)
+    engine.rngs = [np.random.default_rng(seed + i) for i in range(NUM_ENVS)]
+    engine.reset()
     starts = engine.t
     actions: list[list[int]] = [[] for _ in range(NUM_ENVS)]
     outputs: list[list[dict]] = [[] for _ in range(NUM_ENVS)]
@@ -100,22 +102,19 @@ def run_against_reference(seed: int) -> dict[str, int]:
 
     for _ in range(STEPS):
         a = rng.integers(0, config.n_actions, NUM_ENVS)
-        obs, reward, terminated, truncated, info = env.step(a)
-        portfolio = None
-        if "final_obs" in info:  # one observation dict per ended env (gymnasium's layout)
-            portfolio = obs["portfolio"].copy()
-            for j in np.flatnonzero(info["_final_obs"]):
-                portfolio[j] = info["final_obs"][j]["portfolio"]
+        res = engine.step(a, autoreset=True)
+        terminated, truncated = res.terminated, res.truncated
         for i in range(NUM_ENVS):
             actions[i].append(int(a[i]))
             done = bool(terminated[i] or truncated[i])
-            out = {"equity": info["equity"][i], "reward": reward[i],
-                   "components": {k: float(v[i]) for k, v in info["reward_components"].items()},
+            out = {"equity": res.equity[i], "reward": res.reward[i],
+                   "components": dict(zip(REWARD_COMPONENTS, res.components[:, i].tolist(),
+                                          strict=True)),
                    "terminated": bool(terminated[i]), "truncated": bool(truncated[i]),
-                   "position": info["position"][i],
-                   "portfolio": (portfolio if done else obs["portfolio"])[i]}
+                   "position": res.position[i],
+                   "portfolio": (res.final_obs if done else res.obs)["portfolio"][i].copy()}
             if done:
-                out["episode"] = {k: v[i] for k, v in info["trading_episode"].items()}
+                out["episode"] = {k: v[i] for k, v in res.episode.items()}
             outputs[i].append(out)
             seen["steps"] += 1
             seen["terminated"] += bool(terminated[i])
