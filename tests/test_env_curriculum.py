@@ -57,7 +57,7 @@ def test_lower_difficulty_shortens_random_episodes_to_min_episode_length():
         for _ in range(60):
             _, _, _, truncated, infos = env.step(np.array([1, 2]))
             if truncated.any():
-                lengths[level] = set(infos["episode"]["length"][infos["_episode"]].tolist())
+                lengths[level] = set(infos["trading_episode"]["length"][infos["_trading_episode"]].tolist())
                 break
     assert lengths == {1.0: {50}, 0.5: {30}, 0.0: {10}}
 

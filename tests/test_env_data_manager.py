@@ -42,9 +42,9 @@ def test_vector_env_runs_random_training_episodes(data):
         obs, rewards, _, _, infos = env.step(a)
         assert np.isfinite(rewards).all()
         assert all(np.isfinite(v).all() for v in obs.values())
-        if "episode" in infos:
-            ended += int(infos["_episode"].sum())
-            lengths = infos["episode"]["length"][infos["_episode"]]
+        if "trading_episode" in infos:
+            ended += int(infos["_trading_episode"].sum())
+            lengths = infos["trading_episode"]["length"][infos["_trading_episode"]]
             assert (lengths == 100).all()
     assert ended == 16
     assert ((env.engine.t >= market.start) & (env.engine.t < market.end)).all()
@@ -61,8 +61,8 @@ def test_sequential_pass_covers_the_whole_evaluation_split(data, split):
         _, _, terminated, truncated, info = env.step(1)
         steps += 1
         done = terminated or truncated
-    assert truncated and info["episode"]["length"] == market.n_decisions == steps
-    assert info["episode"]["total_return"] == 0.0  # flat all along
+    assert truncated and info["trading_episode"]["length"] == market.n_decisions == steps
+    assert info["trading_episode"]["total_return"] == 0.0  # flat all along
 
 
 @pytest.mark.parametrize("fallback", ["per_timeframe", "row_gather"])
@@ -90,8 +90,10 @@ def test_window_fallbacks_give_the_same_windows(data, monkeypatch, fallback, cop
         b, *_, b_info = slow.step(actions)
         if "final_obs" in a_info:
             ends += 1
-            for k, v in a_info["final_obs"].items():
-                np.testing.assert_array_equal(v, b_info["final_obs"][k])
+            np.testing.assert_array_equal(a_info["_final_obs"], b_info["_final_obs"])
+            for i in np.flatnonzero(a_info["_final_obs"]):
+                for k, v in a_info["final_obs"][i].items():
+                    np.testing.assert_array_equal(v, b_info["final_obs"][i][k])
     assert ends >= 2
 
 
@@ -110,9 +112,9 @@ def test_sequential_windows_of_a_vector_env_tile_the_split_once(data, num_envs):
         _, _, _, _, info = env.step(flat)
         for i in np.flatnonzero(lengths == 0):
             visited[i].append(int(t_before[i]))
-        if "episode" in info:
-            ended = info["_episode"] & (lengths == 0)
-            lengths[ended] = info["episode"]["length"][ended]
+        if "trading_episode" in info:
+            ended = info["_trading_episode"] & (lengths == 0)
+            lengths[ended] = info["trading_episode"]["length"][ended]
     bars = [t for window in visited for t in window]
     assert bars == list(range(market.start, market.start + market.n_decisions))
     assert [len(w) for w in visited] == lengths.tolist()

@@ -38,7 +38,7 @@ def test_episode_statistics_match_a_hand_computation():
     #  t=8 close: +50 gap - 5 (long trade -5 + 50 + 50 - 5 = +90)
     equity = [100_000.0, 100_195.0, 100_395.0, 100_340.0, 100_115.0, 100_105.0, 100_150.0]
     np.testing.assert_allclose([i["equity"] for i in infos], equity[1:], atol=1e-6)
-    ep = infos[-1]["episode"]
+    ep = infos[-1]["trading_episode"]
     assert set(ep) == set(EPISODE_KEYS)
     assert ep["length"] == 6
     assert ep["trades"] == 5
@@ -49,7 +49,7 @@ def test_episode_statistics_match_a_hand_computation():
     log_r = np.diff(np.log(equity))
     sharpe = log_r.mean() / log_r.std(ddof=1) * math.sqrt(6240.0)
     assert ep["sharpe"] == pytest.approx(sharpe, rel=1e-6)
-    assert "episode" not in infos[0]
+    assert "trading_episode" not in infos[0]
 
 
 def test_margin_call_terminates_and_does_not_truncate():
@@ -59,8 +59,8 @@ def test_margin_call_terminates_and_does_not_truncate():
     _, _, terminated, truncated, info = env.step(2)  # long 10 lots into a 600-pip fall
     assert terminated and not truncated
     assert info["equity"] == pytest.approx(100_000.0 - 1_000_000 * 0.06, abs=1e-6)
-    assert info["episode"]["length"] == 1
-    assert info["episode"]["max_drawdown"] == pytest.approx(0.6, abs=1e-12)
+    assert info["trading_episode"]["length"] == 1
+    assert info["trading_episode"]["max_drawdown"] == pytest.approx(0.6, abs=1e-12)
     with pytest.raises(RuntimeError, match="reset"):
         env.step(1)
 
@@ -72,9 +72,10 @@ def test_margin_call_in_a_vector_env_autoresets_only_that_env():
     obs, _ = env.reset(seed=0)
     obs, _, terminated, truncated, infos = env.step(np.array([2, 1]))
     assert terminated.tolist() == [True, False] and truncated.tolist() == [False, False]
-    assert infos["_episode"].tolist() == [True, False]
+    assert infos["_trading_episode"].tolist() == [True, False]
     assert infos["_final_obs"].tolist() == [True, False]
-    assert infos["final_obs"]["portfolio"][0, 0] == 1.0  # final obs: long
+    assert infos["final_obs"][1] is None
+    assert infos["final_obs"][0]["portfolio"][0] == 1.0  # final obs: long
     assert obs["portfolio"][0].tolist() == [0.0, 0.0, 0.0, 0.0]  # reset obs
     assert obs["1h"][0, -1, 0] == FIRST_BAR
     assert env.engine.equity.tolist() == [100_000.0, 100_000.0]
@@ -94,7 +95,7 @@ def test_sequential_mode_is_one_deterministic_full_pass_of_the_split():
             if terminated or truncated:
                 break
         assert truncated and not terminated
-        assert info["episode"]["length"] == 250 - 1 - 40
+        assert info["trading_episode"]["length"] == 250 - 1 - 40
         runs.append(trajectory)
     assert runs[0] == runs[1]
     assert runs[0][0] == 40 and runs[0][-1][0] == 249
@@ -114,7 +115,7 @@ def test_random_mode_truncates_after_episode_length_at_random_starts():
             obs, _, terminated, truncated, info = env.step(step % 3)
             assert terminated is False
             assert truncated is (step == 25)
-        assert info["episode"]["length"] == 25
+        assert info["trading_episode"]["length"] == 25
         assert int(obs["1h"][-1, 0]) == start + 25
     assert len(starts) > 1
 
@@ -166,7 +167,7 @@ def test_flipping_every_bar_is_eaten_by_costs_but_not_without_them(cost_pips, ex
         steps += 1
         if terminated or truncated:
             break
-    ep = info["episode"]
+    ep = info["trading_episode"]
     assert ep["trades"] == steps
     if expect_eaten:
         # 2 lots traded per flip at 0.5 pip per unit and side: 10 USD a bar.

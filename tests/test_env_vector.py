@@ -14,6 +14,7 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
 from fxai_tune.env import (
+    EPISODE_INFO_KEY,
     EPISODE_KEYS,
     REWARD_COMPONENTS,
     CostConfig,
@@ -23,7 +24,8 @@ from fxai_tune.env import (
     VectorTradingEnv,
 )
 
-# check_env warns about unbounded feature boxes and a missing spec; nothing else is expected.
+# check_env warns about unbounded boxes (the portfolio's, the hand-made markets' features) and a
+# missing spec; nothing else is expected.
 _ALLOWED_WARNINGS = ("infinity", "not having a spec")
 
 
@@ -91,14 +93,15 @@ def test_vector_env_equals_n_single_envs_stepped_one_by_one(copy_obs, dsr_weight
                     v_info["reward_components"][k][i], rel=1e-12, abs=1e-12), k
             if term or trunc:
                 episodes += 1
-                assert v_info["_final_obs"][i] and v_info["_episode"][i]
-                assert_row(v_info["final_obs"], i, obs)
+                assert v_info["_final_obs"][i] and v_info[f"_{EPISODE_INFO_KEY}"][i]
+                for k in obs:
+                    np.testing.assert_array_equal(v_info["final_obs"][i][k], obs[k], err_msg=k)
                 for k in EPISODE_KEYS:
-                    assert info["episode"][k] == pytest.approx(
-                        v_info["episode"][k][i], rel=1e-12, abs=1e-12), k
+                    assert info[EPISODE_INFO_KEY][k] == pytest.approx(
+                        v_info[EPISODE_INFO_KEY][k][i], rel=1e-12, abs=1e-12), k
                 obs, _ = env.reset()
             else:
-                assert "episode" not in info
+                assert EPISODE_INFO_KEY not in info
                 assert "_final_obs" not in v_info or not v_info["_final_obs"][i]
             assert_row(v_obs, i, obs)
     assert episodes >= 3 * n
@@ -138,10 +141,11 @@ def test_copy_false_returns_the_same_buffers_every_step_with_the_copy_true_value
         np.testing.assert_array_equal(rew, e_rew)
         np.testing.assert_array_equal(term | trunc, e_term | e_trunc)
         if "final_obs" in info:
-            for k, v in info["final_obs"].items():
-                assert not np.shares_memory(v, buffers[k])  # it outlives the step
-                np.testing.assert_array_equal(v, e_info["final_obs"][k], err_msg=k)
-            finals.append((info["final_obs"], e_info["final_obs"]))
+            for j in np.flatnonzero(info["_final_obs"]):
+                for k, v in info["final_obs"][j].items():
+                    assert not np.shares_memory(v, buffers[k])  # it outlives the step
+                    np.testing.assert_array_equal(v, e_info["final_obs"][j][k], err_msg=k)
+                finals.append((info["final_obs"][j], e_info["final_obs"][j]))
     assert len(finals) >= 5
     # final observations kept from earlier steps still hold their values
     for kept, ref in finals:

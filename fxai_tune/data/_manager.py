@@ -365,6 +365,7 @@ class DataManager:
             pip_size=self.config.resolved_pip_size,
             periods_per_year=float(self.periods_per_year),
             volatility=a["volatility"],
+            feature_bound=float(self.config.clip),
         )
 
     def _span(self, split: Split) -> str:

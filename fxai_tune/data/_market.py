@@ -44,6 +44,9 @@ class MarketData:
         periods_per_year: Base bars per trading year, used to annualise Sharpe ratios.
         volatility: Realised volatility of log returns per base bar (rolling, causal), float64,
             shape ``(n,)``; the curriculum uses it to pick calm or volatile episodes.
+        feature_bound: Every feature value lies in ``[-feature_bound, feature_bound]`` (the
+            normaliser's clip, `DataConfig.clip`); the observation Boxes declare it. Default
+            ``inf``: unbounded (hand-made markets).
     """
 
     name: str
@@ -64,6 +67,7 @@ class MarketData:
     pip_size: float
     periods_per_year: float
     volatility: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    feature_bound: float = float("inf")
 
     @property
     def n_decisions(self) -> int:

@@ -8,7 +8,8 @@ Public names:
 - `EnvConfig`, `CostConfig`, `RewardConfig`, `RewardWeights`, `CurriculumEnvConfig`: typed configuration.
 - `RewardSystem`, `REWARD_COMPONENTS`, `differential_sharpe`: the reward components.
 - `TradingEngine`: the batched numpy core both envs wrap; `EPISODE_KEYS` and
-  `PORTFOLIO_FEATURES` name the episode statistics and the portfolio branch's columns.
+  `PORTFOLIO_FEATURES` name the episode statistics and the portfolio branch's columns;
+  `EPISODE_INFO_KEY` is the info key of the episode statistics (``"trading_episode"``).
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from fxai_tune.env._config import (
 )
 from fxai_tune.env._engine import EPISODE_KEYS, TradingEngine
 from fxai_tune.env._reward import REWARD_COMPONENTS, RewardSystem, differential_sharpe
-from fxai_tune.env._single import TradingEnvironment
+from fxai_tune.env._single import EPISODE_INFO_KEY, TradingEnvironment
 from fxai_tune.env._spaces import PORTFOLIO_FEATURES
 from fxai_tune.env._vector import VectorTradingEnv
 
 __all__ = [
+    "EPISODE_INFO_KEY",
     "EPISODE_KEYS",
     "PORTFOLIO_FEATURES",
     "REWARD_COMPONENTS",

@@ -14,7 +14,12 @@ from fxai_tune.env._engine import EPISODE_KEYS, TradingEngine
 from fxai_tune.env._reward import REWARD_COMPONENTS
 from fxai_tune.env._spaces import observation_space
 
-__all__ = ["TradingEnvironment"]
+__all__ = ["EPISODE_INFO_KEY", "TradingEnvironment"]
+
+EPISODE_INFO_KEY = "trading_episode"
+"""Info key of the episode statistics (`EPISODE_KEYS`) at the end of an episode. Not
+``"episode"``: gymnasium's ``RecordEpisodeStatistics`` writes that key and refuses an env
+that already does (issue 13)."""
 
 
 class TradingEnvironment(gym.Env[dict[str, np.ndarray], np.int64]):
@@ -27,8 +32,10 @@ class TradingEnvironment(gym.Env[dict[str, np.ndarray], np.int64]):
     the split end truncate it.
 
     ``info`` of every step: ``reward_components`` (name -> raw value), ``equity``, ``position``
-    (units); at the end of an episode also ``episode`` with reward, length, trades, wins, losses,
-    total_return, sharpe (annualised with ``MarketData.periods_per_year``) and max_drawdown.
+    (units); at the end of an episode also ``trading_episode`` (`EPISODE_INFO_KEY`) with reward,
+    length, trades, wins, losses, total_return, sharpe (annualised with
+    ``MarketData.periods_per_year``) and max_drawdown. Gymnasium's ``RecordEpisodeStatistics``
+    may wrap the env: it adds its own ``episode`` (``r``, ``l``, ``t``).
 
     Args:
         market: Prices and features of the split.
@@ -49,7 +56,8 @@ class TradingEnvironment(gym.Env[dict[str, np.ndarray], np.int64]):
             raise ValueError(f"render_mode must be None (no render modes), got {render_mode=}")
         self.config = EnvConfig() if config is None else config
         self.engine = TradingEngine(market, self.config, 1)
-        self.observation_space = observation_space(self.engine.tables)
+        self.observation_space = observation_space(self.engine.tables,
+                                                   feature_bound=market.feature_bound)
         self.action_space = spaces.Discrete(self.config.n_actions)
         self._needs_reset = True
 
@@ -97,7 +105,7 @@ class TradingEnvironment(gym.Env[dict[str, np.ndarray], np.int64]):
             "position": float(res.position[0]),
         }
         if res.episode is not None:
-            info["episode"] = {k: res.episode[k][0].item() for k in EPISODE_KEYS}
+            info[EPISODE_INFO_KEY] = {k: res.episode[k][0].item() for k in EPISODE_KEYS}
             self._needs_reset = True
         obs = {k: v[0] for k, v in res.obs.items()}
         return obs, float(res.reward[0]), terminated, truncated, info

@@ -13,6 +13,7 @@ from gymnasium.vector.utils import batch_space
 from fxai_tune.data._market import MarketData
 from fxai_tune.env._config import EnvConfig
 from fxai_tune.env._engine import TradingEngine
+from fxai_tune.env._single import EPISODE_INFO_KEY
 from fxai_tune.env._spaces import observation_space
 
 __all__ = ["VectorTradingEnv"]
@@ -25,19 +26,29 @@ class VectorTradingEnv(VectorEnv):
     so it follows exactly the trajectory of a single `TradingEnvironment` reset with ``s + i``
     and given the same actions.
 
-    Autoreset is ``SAME_STEP``: when env ``i`` ends, row ``i`` of the returned observation is
-    already its reset observation; ``infos["final_obs"]`` holds the final observations (valid
-    where ``infos["_final_obs"]`` is True) and ``infos["episode"]`` the episode statistics (valid
-    where ``infos["_episode"]``). ``infos["reward_components"]``, ``infos["equity"]`` and
-    ``infos["position"]`` describe the step just taken, before any reset.
+    Autoreset is ``SAME_STEP``, with gymnasium 1.x's info layout (as ``SyncVectorEnv`` builds
+    it): when env ``i`` ends, row ``i`` of the returned observation is already its reset
+    observation; ``infos["final_obs"]`` is an object array holding env ``i``'s final
+    observation dict at ``i`` (None elsewhere), ``infos["final_info"]`` the info of the step
+    that ended it (``reward_components``, ``equity``, ``position`` and the episode statistics
+    under ``EPISODE_INFO_KEY``, batched, each with its ``_key`` mask), both valid where
+    ``infos["_final_obs"]`` / ``infos["_final_info"]`` are True. The episode statistics are
+    also at the top level, ``infos["trading_episode"]`` (valid where
+    ``infos["_trading_episode"]``), so gymnasium's ``RecordEpisodeStatistics`` can add its own
+    ``episode``. ``infos["reward_components"]``, ``infos["equity"]`` and ``infos["position"]``
+    describe the step just taken, before any reset.
+
+    ``np_random`` is the tuple of the sub-envs' generators (those that draw random episode
+    starts), ``np_random_seed`` the tuple of their seeds (-1: set directly), as for
+    ``SyncVectorEnv``.
 
     Buffer reuse: rewards, ``terminated``, ``truncated``, ``equity``, ``position``,
-    ``episode`` and ``final_obs`` are new arrays every step; so are the observations with
-    ``copy=True`` (the default). With ``copy=False``, as in gymnasium's
+    ``trading_episode``, ``final_obs`` and ``final_info`` are new arrays every step; so are
+    the observations with ``copy=True`` (the default). With ``copy=False``, as in gymnasium's
     ``SyncVectorEnv(copy=False)``, ``reset`` and ``step`` return the env's preallocated
     observation buffers (the same arrays every call, in a new dict), overwritten by the next
-    ``step`` or ``reset``: read or copy them before stepping again. ``final_obs`` is a new
-    array either way, since it outlives the step. The ``reward_components`` dict and its arrays
+    ``step`` or ``reset``: read or copy them before stepping again. ``final_obs`` is new
+    either way, since it outlives the step. The ``reward_components`` dict and its arrays
     are the same objects every step, rewritten in place by the next ``step`` (saves ~0.6 us a
     step): read or copy them before stepping again. The ``_reward_components`` / ``_equity`` /
     ``_position`` masks are one read-only all-True array.
@@ -68,12 +79,37 @@ class VectorTradingEnv(VectorEnv):
         self.copy = copy
         self.engine = TradingEngine(market, self.config, num_envs, copy_obs=copy)
         self.num_envs = num_envs
-        self.single_observation_space = observation_space(self.engine.tables)
+        self.single_observation_space = observation_space(self.engine.tables,
+                                                          feature_bound=market.feature_bound)
         self.single_action_space = spaces.Discrete(self.config.n_actions)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._all_true = np.ones(num_envs, dtype=bool)
         self._all_true.flags.writeable = False
+        self._seeds: list[int | None] = [None] * num_envs
+
+    @property
+    def np_random(self) -> tuple[np.random.Generator, ...]:
+        """The sub-envs' generators (they draw the random episode starts), as
+        ``SyncVectorEnv.np_random``."""
+        return tuple(self.engine.rngs)
+
+    @np_random.setter
+    def np_random(self, generators: Sequence[np.random.Generator]) -> None:
+        generators = list(generators)
+        if len(generators) != self.num_envs or not all(
+            isinstance(g, np.random.Generator) for g in generators
+        ):
+            raise ValueError(f"np_random takes {self.num_envs} generators (one per sub-env), "
+                             f"got {generators!r}")
+        self.engine.rngs[:] = generators
+        self._seeds = [-1] * self.num_envs
+
+    @property
+    def np_random_seed(self) -> tuple[int | None, ...]:
+        """Seed of each sub-env's generator: ``s + i`` after ``reset(seed=s)``, -1 once set
+        directly, None before any seed."""
+        return tuple(self._seeds)
 
     @property
     def difficulty(self) -> float:
@@ -104,7 +140,7 @@ class VectorTradingEnv(VectorEnv):
             for i, s in enumerate(seeds):
                 if s is not None:
                     self.engine.rngs[i] = np.random.default_rng(s)
-            self._np_random_seed = seeds[0]
+                    self._seeds[i] = int(s)
         return self.engine.reset(), {}
 
     def step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray,
@@ -122,8 +158,34 @@ class VectorTradingEnv(VectorEnv):
         if res.episode is not None:
             mask = np.zeros(self.num_envs, dtype=bool)
             mask[res.done] = True
-            infos["episode"] = res.episode
-            infos["_episode"] = mask
-            infos["final_obs"] = res.final_obs
+            infos[EPISODE_INFO_KEY] = res.episode
+            infos[f"_{EPISODE_INFO_KEY}"] = mask
+            infos["final_obs"] = self._final_obs(res.final_obs, mask)
             infos["_final_obs"] = mask
+            infos["final_info"] = self._final_info(infos, mask)
+            infos["_final_info"] = mask
         return res.obs, res.reward, res.terminated, res.truncated, infos
+
+    def _final_obs(self, final_obs: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
+        """gymnasium's layout: an object array of one observation dict per ended env."""
+        out = np.full(self.num_envs, None, dtype=object)
+        for i in np.flatnonzero(mask):
+            out[i] = {k: v[i] for k, v in final_obs.items()}
+        return out
+
+    def _final_info(self, infos: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
+        """The ended step's info of the ended envs, batched as ``SyncVectorEnv`` batches the
+        sub-envs' infos: zeros and a False ``_key`` mask elsewhere."""
+
+        def rows(values: np.ndarray) -> np.ndarray:
+            return np.where(mask, values, 0)
+
+        out: dict[str, Any] = {}
+        for key in ("reward_components", EPISODE_INFO_KEY):
+            nested: dict[str, Any] = {}
+            for name, values in infos[key].items():
+                nested[name], nested[f"_{name}"] = rows(values), mask.copy()
+            out[key], out[f"_{key}"] = nested, mask.copy()
+        for key in ("equity", "position"):
+            out[key], out[f"_{key}"] = rows(infos[key]), mask.copy()
+        return out

@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from fxai_tune.env import EPISODE_INFO_KEY
 from fxai_tune.rl._buffer import to_tensor
 from fxai_tune.rl._config import VAL_SCORES
 from fxai_tune.stats import trading_metrics
@@ -97,8 +98,10 @@ def summarize_episodes(
 
 
 def completed_episodes(info: dict) -> list[tuple[int, dict[str, float]]]:
-    """(env index, episode statistics) for every episode that ended in this step's info."""
-    episode, mask = info.get("episode"), info.get("_episode")
+    """(env index, episode statistics) for every episode that ended in this step's info: the
+    FX env's ``trading_episode``, else gymnasium's ``RecordEpisodeStatistics`` ``episode``."""
+    key = EPISODE_INFO_KEY if EPISODE_INFO_KEY in info else "episode"
+    episode, mask = info.get(key), info.get(f"_{key}")
     if episode is None or mask is None:
         return []
     rows = []
@@ -164,7 +167,8 @@ def run_episodes(
     if any(r is None for r in results):
         raise RuntimeError(
             f"episodes did not end within {max_steps} steps; does the env report "
-            "info['episode'] (wrap it in RecordEpisodeStatistics)?"
+            f"info[{EPISODE_INFO_KEY!r}] or info['episode'] (wrap it in "
+            "RecordEpisodeStatistics)?"
         )
     return [r for r in results if r is not None]
 
