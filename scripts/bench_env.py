@@ -8,6 +8,11 @@ An env step is one account advancing one bar, so the vector env's figure is
 arrays every step, the default) and ``copy=False`` (its observation buffers, as the PPO
 training env uses it), alternating with ``forex-v0`` in the same run.
 
+It also times one forward pass (``no_grad``, eval mode, one torch thread) of the default policy
+(`build_policy` with ``ModelConfig()``) at the vector env's batch, the work that consumes each
+vector step during rollout collection, and prints the ratio (target: the env >= 50x faster;
+issue 13).
+
 ``--breakdown`` then times every statement of ``TradingEngine.step`` and of the reward kernel
 in both copy modes (each line followed by a ``perf_counter_ns`` probe whose own cost is
 subtracted; minimum over batches of 200 steps, which filters out other processes on a shared
@@ -101,6 +106,26 @@ def bench_anytrading(seconds: float) -> float:
     return 256 * _timed(run, seconds)
 
 
+def bench_policy(market: MarketData, num_envs: int, seconds: float) -> float:
+    """Seconds per forward pass of the default policy on a batch of ``num_envs`` observations."""
+    import torch
+
+    from fxai_tune.model import ModelConfig, build_policy
+
+    torch.set_num_threads(1)
+    env = VectorTradingEnv(market, num_envs=num_envs, config=EnvConfig(windows=dict(WINDOWS)))
+    obs, _ = env.reset(seed=0)
+    policy = build_policy(env.single_observation_space, env.single_action_space, ModelConfig())
+    policy.eval()
+    batch = {k: torch.as_tensor(v) for k, v in obs.items()}
+
+    def run(k: int) -> None:
+        with torch.no_grad():
+            policy(batch)
+
+    return 1.0 / _timed(run, seconds)
+
+
 def _probed(func: Callable, inner: str, label: str, totals: dict[str, int]) -> Callable:
     """``func`` recompiled with a timer after each statement of its (possibly nested) function
     ``inner``; times accumulate in ``totals`` under ``"label line: source"``."""
@@ -166,9 +191,9 @@ def _time_statements(market: MarketData, num_envs: int, batches: int,
             env.step(actions[(200 * b + k) & 4095])
         for key, ns in totals.items():
             best[key] = min(best[key], max(0.0, ns / 200 - tick) / 1000)
-    kernel_call = next(k for k in best if k.startswith("engine") and "reward_kernel(" in k)
-    print(f"per-statement cost of one VectorTradingEnv x{num_envs} step with copy={copy}, us "
-          f"(the 'reward' lines run inside '{kernel_call.split(':')[0]}'):")
+    kernel_call = next((k for k in best if k.startswith("engine") and "reward_kernel(" in k),
+                       None)
+    print(f"per-statement cost of one VectorTradingEnv x{num_envs} step with copy={copy}, us:")
     for key, us in best.items():
         print(f"{us:7.2f}  {key}")
     own = sum(us for key, us in best.items() if key != kernel_call)
@@ -204,7 +229,11 @@ def main() -> None:
         print(f"VectorTradingEnv x{args.num_envs}, copy={copy}: {best:,.0f} env steps/s, "
               f"{1e6 * args.num_envs / best:.1f} us per vector step "
               f"(runs: {', '.join(f'{x:,.0f}' for x in rates)}); ratio (best / best): "
-              f"{best / best_theirs:.1f}x (target >= 10x)")
+              f"{best / best_theirs:.1f}x")
+    forward = bench_policy(market, args.num_envs, args.seconds)
+    step = args.num_envs / max(max(rates) for rates in ours.values())
+    print(f"default policy forward at batch {args.num_envs}: {1e3 * forward:.2f} ms; vector "
+          f"step {1e6 * step:.1f} us: the env is {forward / step:,.0f}x faster (target >= 50x)")
     single = bench_single(market, args.seconds)
     print(f"TradingEnvironment (single): {single:,.0f} env steps/s, "
           f"{single / best_theirs:.2f}x forex-v0")

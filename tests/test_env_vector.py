@@ -206,30 +206,3 @@ def test_deep_copied_and_unpickled_vector_envs_step_on_independently_and_identic
         for x, y in zip(reference, roll(other), strict=True):
             for u, v in zip(x, y, strict=True):
                 np.testing.assert_array_equal(u, v)
-
-
-def test_steps_without_the_bar_table_match_the_table_exactly(monkeypatch):
-    import fxai_tune.env._engine as engine_module
-
-    market = random_walk_market(500, seed=5)
-    config = small_config(episode_length=40, position_sizes=[0.5, 2.0],
-                          cost=CostConfig(commission_per_lot=2.0))
-    actions = np.random.default_rng(3).integers(0, 5, (150, 4))
-
-    def roll():
-        env = VectorTradingEnv(market, num_envs=4, config=config)
-        env.reset(seed=8)
-        out = []
-        for a in actions:
-            obs, rew, term, trunc, infos = env.step(a)
-            out.append([obs["portfolio"], rew, term, trunc, infos["equity"],
-                        *(v.copy() for v in infos["reward_components"].values())])
-        return env, out
-
-    with_table, expected = roll()
-    monkeypatch.setattr(engine_module, "MAX_BAR_TABLE_BYTES", 0)
-    without_table, got = roll()
-    assert with_table.engine._bar_table is not None and without_table.engine._bar_table is None
-    for x, y in zip(expected, got, strict=True):
-        for u, v in zip(x, y, strict=True):
-            np.testing.assert_array_equal(u, v)

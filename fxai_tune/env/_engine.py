@@ -1,7 +1,8 @@
-"""The batched trading engine: N accounts stepped together by a fixed number of numpy calls.
+"""The batched trading engine: N accounts stepped together, one numpy expression per formula.
 
 `TradingEnvironment` (N=1) and `VectorTradingEnv` are thin gymnasium shells around it, so they
-share every line of the accounting.
+share every line of the accounting. ``tests/_reference_accounting.py`` is the same accounting
+as a plain per-bar loop; the engine is tested against it on random configurations.
 
 One step of an env at decision bar ``t`` that holds ``pos`` units and targets ``new`` (see
 ``../shared/DOMAIN.md``; prices are mids, PnL is in the quote currency)::
@@ -11,95 +12,100 @@ One step of an env at decision bar ``t`` that holds ``pos`` units and targets ``
     body  = new * (mid_close[t+1] - mid_open[t+1])      # new position over bar t+1
     E_new = E_old + ((gap + body) - cost)               # equity marked at the mid close
 
-At N=64 a numpy call costs ~0.2-0.5 us of dispatch and almost nothing of arithmetic, so the
-step is laid out to make as few calls as possible (~40 with the default reward weights, see
-``docs/benchmarks.md``):
-
-- What depends only on the transition ``tau = old action * A + new action`` is one column of a
-  small transition table (flags, counter multipliers and increments, positions); what depends
-  on the bar ``t`` and ``tau`` (gross and net PnL, open-trade PnL, closed-trade PnL) is one
-  column of a per-(bar, transition) table built per split and difficulty. One ``take`` each.
-- The account state is one float64 array of ~30 rows x N, ordered so that quantities updated
-  the same way are adjacent: counters, steps left, equities and open-trade PnL advance by one
-  multiply and two adds; three reward components come from one ``minimum``.
-- Operands are same-shape contiguous arrays or 0-d arrays (broadcasting and Python floats cost
-  2-5x more per call); views, scratch rows and the reward kernel are made once
-  (:meth:`TradingEngine._bind`), so the step slices nothing and allocates only its outputs
-  (not even the observations with ``copy_obs=False``).
-- Observations are one ``take`` of N rows of the window table (every window of a bar in one
-  contiguous row, see `MarketTables`), indexed by a third row of the clock that advances with
-  the decision bar.
+The open trade (a position on one side, from the fill that opened it) accumulates its own PnL,
+costs included; a trade closes when the side changes away from a position (flat or flip), and
+a flip's cost is split per unit between the closing and the opening trade. Every quantity is
+an ``(N,)`` array of `AccountState`; the step is plain numpy over those arrays (~100 calls, far
+below the policy forward that consumes it: ``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from fxai_tune.data._market import MarketData
 from fxai_tune.env._config import EnvConfig
-from fxai_tune.env._reward import DSR_ROWS, REWARD_COMPONENTS, RewardSystem, dsr_state
+from fxai_tune.env._reward import REWARD_COMPONENTS, RewardSystem, differential_sharpe
 from fxai_tune.env._spaces import PORTFOLIO_FEATURES
-from fxai_tune.env._tables import BODY, GAP, UNIT_COST, MarketTables
+from fxai_tune.env._tables import MarketTables
 
-__all__ = ["EPISODE_KEYS", "MAX_BAR_TABLE_BYTES", "StepResult", "TradingEngine"]
+__all__ = ["EPISODE_KEYS", "AccountState", "StepResult", "TradingEngine"]
 
 EPISODE_KEYS = ("reward", "length", "trades", "wins", "losses", "total_return", "sharpe",
                 "max_drawdown")
 """Keys of the episode statistics reported at the end of every episode."""
 
-MAX_BAR_TABLE_BYTES = 256 * 2**20
-"""Largest per-(bar, transition) table built; longer splits or many actions compute the same
-rows from the bar and transition tables at each step (same numbers, ~10 more numpy calls)."""
+# Smallest equity ratio taken to the log, so a blow-up past zero equity stays finite.
+MIN_RATIO = 1e-12
 
-# Rows of the packed state `_s`, ordered so that rows updated alike are adjacent:
-# - SLACK_FLAT .. TP are multiplied by one take of the transition table (1 for LEFT and the
-#   equities), SLACK_FLAT .. LEFT get added transition-table rows and E1 .. TP bar-table rows;
-#   E1 and E2 hold E_old at the start of a step, so that E1 = E_old + gross, E2 = E_old + net;
-# - DD_DIFF, SLACK_FLAT, SLACK_HOLD give three reward components by one minimum;
-# - E0, E1, E2 give the two log returns by one division; LEFT, E0 (= E2 once the step is
-#   carried over) find ends and margin calls by one comparison.
-(_DD_DIFF, _SLACK_FLAT, _SLACK_HOLD, _HOLD, _LEFT, _E0, _E1, _E2, _TP) = range(9)
-_MUL = slice(_SLACK_FLAT, _TP + 1)
-_ADD_TAU = slice(_SLACK_FLAT, _LEFT + 1)
-_ADD_BAR = slice(_E1, _TP + 1)
-_COMP = _TP + 1  # 6 reward components, REWARD_COMPONENTS order
-_PEAK = _COMP + len(REWARD_COMPONENTS)
-_MAX_DD = _PEAK + 1
-_DD_OLD = _MAX_DD + 1  # drawdown before the step
-_DSR = _DD_OLD + 1  # DSR_ROWS rows, see reward.dsr_state
-_ACC = _DSR + DSR_ROWS  # episode sums: reward, R_t, R_t^2, wins, trades, closed trades
-_S_ROWS = _ACC + 6
-# Rows of the per-step buffer `_q`. Rows _Q_TABLE are one take of the transition table (one
-# column per tau = old * A + new): changes and closes (episode sums), multipliers of _MUL, rows
-# added to _ADD_TAU, the new position in units and as a fraction of the largest. The other rows
-# are filled during the step, placed so that [reward, R, R^2, won, changed, closed] add to the
-# episode sums and [position fraction, open PnL, time, drawdown] become the portfolio by one
-# call each.
-_N_MUL = _TP - _SLACK_FLAT + 1
-_N_ADD_TAU = _LEFT - _SLACK_FLAT + 1
-_Q_REWARD, _Q_R, _Q_R2, _Q_WON, _Q_CHANGED, _Q_CLOSED = range(6)
-_Q_MUL = slice(_Q_CLOSED + 1, _Q_CLOSED + 1 + _N_MUL)
-_Q_ADD_TAU = slice(_Q_MUL.stop, _Q_MUL.stop + _N_ADD_TAU)
-_Q_POSITION = _Q_ADD_TAU.stop
-_Q_POS_FRAC, _Q_OPEN_PNL, _Q_TIME, _Q_DD = range(_Q_POSITION + 1, _Q_POSITION + 5)
-_Q_TABLE = slice(_Q_CHANGED, _Q_POS_FRAC + 1)
-_Q_ROWS = _Q_DD + 1
-# Rows of the bar table (one column per (t, tau)): rows added to _ADD_BAR (gross PnL, net PnL,
-# open-trade PnL), and the PnL that decides whether the round trip closed by this step won
-# (-inf when none closes). Kept this short: at N=64 each row costs 64 cache misses a step.
-_N_ADD_BAR = _TP - _E1 + 1
-_B_WIN = _N_ADD_BAR
-_B_ROWS = _N_ADD_BAR + 1
 
-_UINTP = np.dtype(np.uintp)
-_new_tuple = tuple.__new__
-_ONE = np.array(1.0)
-_ZERO = np.array(0.0)
-_UFUNCS = (np.add, np.multiply, np.subtract, np.divide, np.maximum, np.less, np.greater,
-           np.heaviside)
+@dataclass
+class AccountState:
+    """Everything that changes while N accounts trade, one ``(N,)`` array per field."""
+
+    t: np.ndarray
+    """Current decision bar (intp)."""
+    start: np.ndarray
+    """First decision bar of the episode (intp)."""
+    stop: np.ndarray
+    """Bar at which the episode is truncated: it ends once ``t`` reaches it (intp)."""
+    action: np.ndarray
+    """Action index of the current position (intp); the position is ``targets[action]``."""
+    equity: np.ndarray
+    """Equity marked at the last mid close."""
+    peak: np.ndarray
+    """Running peak of equity in the episode."""
+    drawdown: np.ndarray
+    """``1 - equity / peak``."""
+    max_drawdown: np.ndarray
+    """Largest drawdown of the episode."""
+    trade_pnl: np.ndarray
+    """PnL of the open trade since its opening fill, costs included (0 when flat)."""
+    flat_steps: np.ndarray
+    """Consecutive steps flat (0 in a position)."""
+    hold_steps: np.ndarray
+    """Consecutive steps on the current side (0 when flat; resizing keeps the count)."""
+    dsr_a: np.ndarray
+    """Moving first moment of the net log return (differential Sharpe ratio)."""
+    dsr_b: np.ndarray
+    """Moving second moment of the net log return."""
+    reward_sum: np.ndarray
+    """Sum of the episode's rewards."""
+    return_sum: np.ndarray
+    """Sum of the episode's net log returns R_t."""
+    return_sq_sum: np.ndarray
+    """Sum of R_t^2."""
+    trades: np.ndarray
+    """Position changes in the episode."""
+    closed: np.ndarray
+    """Round trips closed in the episode."""
+    wins: np.ndarray
+    """Closed round trips whose PnL, costs of both sides included, is > 0."""
+
+    _INT_FIELDS = ("t", "start", "stop", "action")
+
+    @classmethod
+    def zeros(cls, num_envs: int) -> AccountState:
+        """A state of ``num_envs`` accounts, all zeros (call `TradingEngine.reset`)."""
+        return cls(**{f.name: np.zeros(num_envs, dtype=np.intp if f.name in cls._INT_FIELDS
+                                       else np.float64) for f in fields(cls)})
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        """Copies of the fields, by name."""
+        return {f.name: getattr(self, f.name).copy() for f in fields(self)}
+
+    def load(self, arrays: dict[str, np.ndarray]) -> None:
+        """Overwrite the fields in place from :meth:`as_dict` output."""
+        missing = [f.name for f in fields(self) if f.name not in arrays]
+        if missing:
+            raise ValueError(f"state lacks {missing}: it was saved by another version of the "
+                             "engine; keys: " + ", ".join(sorted(arrays)))
+        for f in fields(self):
+            getattr(self, f.name)[...] = arrays[f.name]
 
 
 class StepResult(NamedTuple):
@@ -162,134 +168,42 @@ class TradingEngine:
         self.n_actions = config.n_actions
         self.flat_action = len(config.position_sizes)
         self.targets = np.array(config.target_lots(), dtype=np.float64) * config.lot_size
-        self._tau_table, self._bar_coef = self._transition_tables()
+        """Target position in units of each action."""
+        self.margin_level = config.margin_call_fraction * config.initial_equity
+        """The episode terminates when equity falls below this."""
         self.rngs: list[np.random.Generator] = [np.random.default_rng() for _ in range(num_envs)]
-        n = num_envs
-        self._shape = (n,)
-        self._n_actions_u = np.full(n, self.n_actions, dtype=np.uintp)
-        self._n_actions_i = np.array(self.n_actions, dtype=np.intp)
-        self._inv_time_scale = np.array(1.0 / config.position_time_scale)
-        # Ends: steps left < 0.5 (length or split end), equity < margin level (margin call).
-        self._end_levels = np.empty((2, n))
-        self._end_levels[0] = 0.5
-        self._end_levels[1] = config.margin_call_fraction * config.initial_equity
-        self._s_reset = np.zeros(_S_ROWS)
-        self._s_reset[[_E0, _E1, _E2, _PEAK]] = config.initial_equity
-        self._s_reset[[_SLACK_FLAT, _SLACK_HOLD]] = self.reward_system.thresholds
-        self._s_reset[_DSR:_DSR + DSR_ROWS] = dsr_state(1)[:, 0]
-        self._s = np.repeat(self._s_reset[:, None], n, axis=1)
-        # [t, (t - first) * A^2, t - first]: the decision bar, its column offset in the bar
-        # table and its row in the window table, advanced by one add. The state holds rows 0-1
-        # (`_tt`, a view); row 2 follows from row 0.
-        self._clock = np.zeros((3, n), dtype=np.intp)
-        self._clock_step = np.empty((3, n), dtype=np.intp)
-        self._clock_step[[0, 2]] = 1
-        self._clock_step[1] = self.n_actions**2
-        self._start = np.zeros(n, dtype=np.intp)
-        self._old_a = np.full(n, self.flat_action * self.n_actions, dtype=np.intp)  # old * A
-        self._all_envs = np.arange(n)
-        self._bind()
+        self.state = AccountState.zeros(num_envs)
+        self._all_envs = np.arange(num_envs)
+        self._make_buffers()
         self.set_difficulty(config.curriculum.difficulty)
 
-    # Attributes derived from the arrays above (views, closures over them), rebuilt on unpickling
-    # or deep copy so that they point into the new arrays.
-    _BOUND = ("_b", "_q", "_views", "_components", "component_views", "_tt", "_tau", "_col",
-              "_bad", "_no_flags", "_no_ends", "_gather", "_portfolio_out")
-
-    def _bind(self) -> None:
-        """Make the step's views, scratch rows and kernels once: a slice costs ~0.07 us, an
-        attribute lookup ~0.01-0.02 us, a numpy call ~0.2-0.5 us, a step at N=64 ~17-20 us."""
-        s, n = self._s, self.num_envs
-        self._b = b = np.empty((_B_ROWS, n))  # bar-table rows of the step
-        self._q = q = np.empty((_Q_ROWS, n))  # transition-table rows of the step
-        self._components = components = s[_COMP:_COMP + len(REWARD_COMPONENTS)]
-        self.component_views = self.reward_system.breakdown(components)
+    def _make_buffers(self) -> None:
+        """Arrays the step writes into and hands out (rebuilt on copies and unpickling)."""
+        n = self.num_envs
+        self._components = np.zeros((len(REWARD_COMPONENTS), n))
+        self.component_views = self.reward_system.breakdown(self._components)
         """Name -> ``(N,)`` reward component of the last step; the same arrays, rewritten in
         place by every step."""
-        self._tt = self._clock[:2]
-        # Scratch: transition, bar-table column, invalid action flags.
-        self._tau = np.empty(n, dtype=np.intp)
-        self._col = np.empty(n, dtype=np.intp)
-        self._bad = np.empty(n, dtype=bool)
-        # "Any True?" of a bool array is `mask.tobytes() != <as many zero bytes>`: 0.04 us at
-        # N=64, against 0.15 for `b"\x01" in mask.tobytes()`, 0.2 for np.count_nonzero and 0.7
-        # for mask.any().
-        self._no_flags, self._no_ends = bytes(n), bytes(2 * n)
-        # Observation buffers of copy_obs=False, overwritten by every step and full reset (so
-        # their contents need not survive a copy); None: new arrays every step.
+        # Observation buffers of copy_obs=False, overwritten by every step and full reset.
         self._gather = self.tables.window_gatherer(n, copy=self.copy_obs)
         self._portfolio_out = None if self.copy_obs else np.empty(
             (n, len(PORTFOLIO_FEATURES)), dtype=np.float32)
-        reward_kernel = self.reward_system.kernel(
-            s[_E0:_E2 + 1], s[_DD_DIFF:_SLACK_HOLD + 1], s[_DSR:_DSR + DSR_ROWS], components,
-            q[_Q_R:_Q_R2 + 1], q[_Q_REWARD])
-        self._views = (
-            s[_TP], s[_MUL], s[_ADD_TAU], s[_ADD_BAR], s[_E2], s[_PEAK], s[_MAX_DD], s[_DD_OLD],
-            s[_DD_DIFF], s[_LEFT:_E0 + 1], s[_E0:_E2], s[_HOLD], s[_ACC:], self._clock,
-            self._clock[1], self._clock[2], self._clock_step, b, b[:_N_ADD_BAR], b[_B_WIN],
-            q[_Q_TABLE], q[_Q_MUL], q[_Q_ADD_TAU], q[_Q_WON], q[_Q_DD], q[_Q_REWARD],
-            q[_Q_REWARD:_Q_CLOSED + 1], q[_Q_OPEN_PNL], q[_Q_TIME], q[_Q_POS_FRAC:_Q_DD + 1].T,
-            q[_Q_POSITION], self._tau_table, self._n_actions_i, self._inv_time_scale,
-            self._end_levels, reward_kernel, self._gather, self._portfolio_out, components,
-            self._old_a, self._tau, self._col, self._no_ends)
+
+    _BUFFERS = ("_components", "component_views", "_gather", "_portfolio_out")
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for name in self._BOUND:
+        components = state["_components"].copy()
+        for name in self._BUFFERS:
             del state[name]
+        state["_last_components"] = components
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        components = state.pop("_last_components")
         self.__dict__.update(state)
-        self._bind()
-
-    def _transition_tables(self) -> tuple[np.ndarray, np.ndarray]:
-        """The transition table (rows ``_Q_TABLE`` of the step buffer, ``A^2`` columns) and the
-        bar-table coefficients ``c`` of shape ``(4, _B_ROWS, A^2)``: bar-table row ``r`` at bar
-        ``t`` is ``((c[0, r] gap_t + c[1, r] body_t) + c[2, r] unit_cost_t) + c[3, r]``."""
-        a = self.n_actions
-        thr_flat, thr_hold = self.reward_system.thresholds
-        tau_table = np.zeros((_Q_TABLE.stop - _Q_TABLE.start, a * a))
-        coef = np.zeros((4, _B_ROWS, a * a))
-        for old in range(a):
-            for new in range(a):
-                p_old, p_new = self.targets[old], self.targets[new]
-                s_old, s_new = np.sign(p_old), np.sign(p_new)
-                closed = s_old != 0 and s_new != s_old
-                opened = s_new != 0 and s_new != s_old
-                same = float(s_new == s_old)
-                flat, in_pos = float(s_new == 0), float(s_new != 0)
-                delta = abs(p_new - p_old)
-                # Round trips: one closes when the side changes away from a position; the
-                # costs of a flip are split per unit between the closing and the opening trade.
-                close_units = abs(p_old) * closed
-                tp_cost_units = delta * same + abs(p_new) * opened
-                col = old * a + new
-                # Counters: slack = threshold - counter, and counter' = counter * mult + flag.
-                column = np.zeros(_Q_ROWS)
-                column[[_Q_CHANGED, _Q_CLOSED]] = float(p_new != p_old), float(closed)
-                column[_Q_MUL] = (flat, same * in_pos, same * in_pos, 1.0, 1.0, 1.0, 1.0, same)
-                column[_Q_ADD_TAU] = (thr_flat * (1.0 - flat) - flat,
-                                      thr_hold * (1.0 - same * in_pos) - in_pos, in_pos, -1.0)
-                column[[_Q_POSITION, _Q_POS_FRAC]] = p_new, p_new / self.targets[-1]
-                tau_table[:, col] = column[_Q_TABLE]
-                # Columns: gap, body, unit cost, constant.
-                coef[:, _E1 - _E1, col] = (p_old, p_new, 0.0, 0.0)  # gross PnL
-                coef[:, _E2 - _E1, col] = (p_old, p_new, -delta, 0.0)  # net PnL
-                coef[:, _TP - _E1, col] = (same * p_old, p_new, -tp_cost_units, 0.0)
-                coef[:, _B_WIN, col] = ((p_old, 0.0, -close_units, 0.0) if closed
-                                        else (0.0, 0.0, 0.0, -np.inf))
-        return tau_table, coef
-
-    @staticmethod
-    def _bar_rows(coef: np.ndarray, bars: np.ndarray) -> np.ndarray:
-        """Bar-table rows from coefficients ``(4, rows, ...)`` and bars ``(3, ...)``, both
-        broadcast to the same trailing shape (the one formula behind both paths)."""
-        rows = np.multiply(coef[0], bars[0])
-        rows += np.multiply(coef[1], bars[1])
-        rows += np.multiply(coef[2], bars[2])
-        rows += coef[3]
-        return rows
+        self._make_buffers()
+        self._components[...] = components
 
     # ------------------------------------------------------------------ curriculum
 
@@ -316,18 +230,9 @@ class TradingEngine:
         cur = self.config.curriculum
         self._difficulty = level
         self.cost_scale = cur.min_cost_scale + (1.0 - cur.min_cost_scale) * level
+        self.unit_cost = self.tables.unit_cost * self.cost_scale
+        """Cost per unit traded at the open of each bar, at this difficulty."""
         tables = self.tables
-        # Bars of the decisions t in [first, last): gap, body, scaled unit cost.
-        self._bars = np.ascontiguousarray(
-            tables.bars[tables.first:tables.last, [GAP, BODY, UNIT_COST]].T)
-        self._bars[2] *= self.cost_scale
-        n_cols = self._bars.shape[1] * self.n_actions**2
-        if _B_ROWS * n_cols * 8 <= MAX_BAR_TABLE_BYTES:
-            rows = self._bar_rows(self._bar_coef[:, :, None, :], self._bars[:, None, :, None])
-            self._bar_table: np.ndarray | None = rows.reshape(_B_ROWS, n_cols)
-        else:
-            self._bar_table = None
-            self._bar_coef_flat = self._bar_coef.reshape(4 * _B_ROWS, -1)
         full = self.config.episode_length
         shortest = min(cur.min_episode_length, full)
         self.episode_length = round(shortest + (full - shortest) * level)
@@ -347,28 +252,22 @@ class TradingEngine:
 
     # ------------------------------------------------------------------ state
 
-    _STATE_ARRAYS = ("_s", "_tt", "_start", "_old_a")
-
     def get_state(self) -> dict[str, Any]:
         """Deep copy of everything mutable: account arrays, RNG states and the difficulty."""
-        state: dict[str, Any] = {name: getattr(self, name).copy() for name in self._STATE_ARRAYS}
-        state["rngs"] = [copy.deepcopy(rng.bit_generator.state) for rng in self.rngs]
-        state["difficulty"] = self._difficulty
-        return state
+        return {"account": self.state.as_dict(),
+                "rngs": [copy.deepcopy(rng.bit_generator.state) for rng in self.rngs],
+                "difficulty": self._difficulty}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`get_state` snapshot (the snapshot itself is not aliased)."""
+        if "account" not in state:
+            raise ValueError("state lacks 'account': it was saved by another version of the "
+                             "engine; keys: " + ", ".join(sorted(state)))
         if len(state["rngs"]) != self.num_envs:
             raise ValueError(f"state holds {len(state['rngs'])} envs, this engine has "
                              f"{self.num_envs}")
-        missing = [name for name in self._STATE_ARRAYS if name not in state]
-        if missing:
-            raise ValueError(f"state lacks {missing}: it was saved by another version of the "
-                             "engine; keys: " + ", ".join(sorted(state)))
         self.set_difficulty(state["difficulty"])
-        for name in self._STATE_ARRAYS:
-            getattr(self, name)[...] = state[name]
-        np.subtract(self._tt[0], self.tables.first, out=self._clock[2])
+        self.state.load(state["account"])
         for rng, rng_state in zip(self.rngs, state["rngs"], strict=True):
             rng.bit_generator.state = copy.deepcopy(rng_state)
 
@@ -377,12 +276,12 @@ class TradingEngine:
     @property
     def t(self) -> np.ndarray:
         """Current decision bar of each env (copy)."""
-        return self._tt[0].copy()
+        return self.state.t.copy()
 
     @property
     def equity(self) -> np.ndarray:
         """Current equity of each env (copy)."""
-        return self._s[_E0].copy()
+        return self.state.equity.copy()
 
     @property
     def components(self) -> np.ndarray:
@@ -392,7 +291,7 @@ class TradingEngine:
     @property
     def position(self) -> np.ndarray:
         """Current position of each env in units (copy)."""
-        return self.targets[self._old_a // self.n_actions]
+        return self.targets[self.state.action]
 
     # ------------------------------------------------------------------ reset / step
 
@@ -408,17 +307,17 @@ class TradingEngine:
             stops = np.minimum(starts + self.episode_length, tables.last)
         else:
             starts, stops = self.sequential_window(idx)
-        self._clock[0, idx] = starts
-        self._clock[1, idx] = (starts - tables.first) * self.n_actions**2
-        self._clock[2, idx] = starts - tables.first
-        self._start[idx] = starts
-        self._old_a[idx] = self.flat_action * self.n_actions
+        s, equity = self.state, self.config.initial_equity
         # (the component rows still describe the step that ended these episodes)
-        self._s[:_COMP, idx] = self._s_reset[:_COMP, None]
-        self._s[_PEAK:, idx] = self._s_reset[_PEAK:, None]
-        self._s[_LEFT, idx] = stops - starts
+        s.t[idx], s.start[idx], s.stop[idx] = starts, starts, stops
+        s.action[idx] = self.flat_action
+        s.equity[idx] = s.peak[idx] = equity
+        for name in ("drawdown", "max_drawdown", "trade_pnl", "flat_steps", "hold_steps",
+                     "dsr_a", "dsr_b", "reward_sum", "return_sum", "return_sq_sum", "trades",
+                     "closed", "wins"):
+            getattr(s, name)[idx] = 0.0
         if indices is None and self._portfolio_out is not None:
-            obs = self._gather(self._clock[2])
+            obs = self._gather(starts - tables.first)
             self._portfolio_out[...] = 0.0
             obs["portfolio"] = self._portfolio_out
             return obs
@@ -444,63 +343,84 @@ class TradingEngine:
             autoreset: Reset envs whose episode ends (their ``obs`` rows become reset
                 observations and ``final_obs`` holds the final ones).
         """
-        a = np.asarray(actions, dtype=np.intp)
-        # Negative actions view as huge unsigned ints: one comparison catches both ends.
-        if a.shape != self._shape or np.greater_equal(
-                a.view(_UINTP), self._n_actions_u, self._bad).tobytes() != self._no_flags:
+        a = np.asarray(actions)
+        if (a.shape != (self.num_envs,) or not np.issubdtype(a.dtype, np.integer)
+                or a.min() < 0 or a.max() >= self.n_actions):
             raise ValueError(f"actions must be {self.num_envs} ints in [0, {self.n_actions}), "
                              f"got {actions!r}")
-        # Local names: ~20 ns a call less than np.<name>, ~0.01 us per attribute lookup.
-        add, multiply, subtract, divide, maximum, less, greater, heaviside = _UFUNCS
-        (tp, mul, add_tau, add_bar, e2, peak, max_dd, dd_old, dd_diff, left_e0, e01, hold, acc,
-         clock, t_col, t_row, clock_step, b, b_add, b_win, q_table, q_mul, q_add, won, dd,
-         reward, q_acc, open_pnl, time_in_pos, portfolio, position, tau_table, n_actions,
-         inv_time_scale, end_levels, reward_kernel, gather, portfolio_out, components, old_a,
-         tau, col, no_ends) = self._views
-        add(old_a, a, tau)
-        # "clip": indices are in range, and take writes into `out` without a temporary copy.
-        tau_table.take(tau, axis=1, out=q_table, mode="clip")
-        if self._bar_table is not None:
-            self._bar_table.take(add(t_col, tau, col), axis=1, out=b, mode="clip")
+        s, tables = self.state, self.tables
+        t, nxt = s.t, s.t + 1
+        pos, new = self.targets[s.action], self.targets[a]
+
+        # Fill at the open of t+1, mark at its close.
+        unit_cost = self.unit_cost[nxt]
+        gap = pos * (tables.mid_open[nxt] - tables.mid_close[t])
+        body = new * (tables.mid_close[nxt] - tables.mid_open[nxt])
+        cost = np.abs(new - pos) * unit_cost
+        gross = gap + body
+        equity_old = s.equity
+        equity = equity_old + (gross - cost)
+
+        # Round trips: a trade closes when the side changes away from a position.
+        side_old, side_new = np.sign(pos), np.sign(new)
+        flat = side_new == 0
+        same_side = side_new == side_old
+        closes = (side_old != 0) & ~same_side
+        opens = ~flat & ~same_side
+        closed_pnl = s.trade_pnl + gap - np.abs(pos) * unit_cost
+        won = closes & (closed_pnl > 0)
+        s.trade_pnl = np.where(flat, 0.0, np.where(
+            opens, body - np.abs(new) * unit_cost, s.trade_pnl + (gross - cost)))
+        s.flat_steps = np.where(flat, s.flat_steps + 1, 0.0)
+        s.hold_steps = np.where(flat, 0.0, np.where(same_side, s.hold_steps + 1, 1.0))
+
+        # Drawdown from the running peak.
+        s.peak = np.maximum(s.peak, equity)
+        drawdown = 1.0 - equity / s.peak
+        s.max_drawdown = np.maximum(s.max_drawdown, drawdown)
+
+        # Reward components (`RewardSystem`): log returns before and of the costs, penalties.
+        comps = self._components
+        with np.errstate(divide="ignore", invalid="ignore"):
+            comps[0] = np.log(np.maximum((equity_old + gross) / equity_old, MIN_RATIO))
+            comps[1] = np.log(np.maximum(equity / (equity_old + gross), MIN_RATIO))
+        comps[2] = np.minimum(s.drawdown - drawdown, 0.0)
+        inactive_after, hold_after = self.reward_system.thresholds
+        comps[3] = np.where(s.flat_steps > inactive_after, -1.0, 0.0)
+        comps[4] = np.where(s.hold_steps > hold_after, -1.0, 0.0)
+        net_return = comps[0] + comps[1]
+        if self.reward_system.computes_dsr:
+            comps[5], s.dsr_a, s.dsr_b = differential_sharpe(
+                net_return, s.dsr_a, s.dsr_b, self.reward_system.config.dsr_eta)
+        reward = self.reward_system.reward(comps)
+
+        # Carry the step over.
+        s.equity, s.drawdown, s.action, s.t = equity, drawdown, a.astype(np.intp), nxt
+        equity = equity.copy()  # the state's array is rewritten where an episode resets
+        s.reward_sum += reward
+        s.return_sum += net_return
+        s.return_sq_sum += net_return * net_return
+        s.trades += new != pos
+        s.closed += closes
+        s.wins += won
+        terminated = equity < self.margin_level
+        truncated = (nxt >= s.stop) & ~terminated
+
+        obs = self._gather(nxt - tables.first)
+        portfolio = np.stack([new / self.targets[-1], s.trade_pnl / equity,
+                              s.hold_steps / self.config.position_time_scale, drawdown],
+                             axis=1).astype(np.float32)
+        if self._portfolio_out is None:
+            obs["portfolio"] = portfolio
         else:
-            b[...] = self._bar_rows(
-                self._bar_coef_flat.take(tau, axis=1).reshape(4, _B_ROWS, -1),
-                self._bars.take(t_row, axis=1)[:, None, :])
-        multiply(a, n_actions, old_a)
-        # A round trip closed by this step won if its PnL, costs of both sides included, is > 0.
-        add(tp, b_win, won)
-        heaviside(won, _ZERO, won)
-        # Counters, steps left, open-trade PnL, equity (E1 = E_old + gross, E2 = E_old + net).
-        multiply(mul, q_mul, mul)
-        add(add_tau, q_add, add_tau)
-        add(add_bar, b_add, add_bar)
-        maximum(peak, e2, out=peak)
-        divide(e2, peak, dd)
-        subtract(_ONE, dd, dd)
-        maximum(max_dd, dd, out=max_dd)
-        subtract(dd_old, dd, dd_diff)
-        dd_old[...] = dd
-        reward_kernel()
-        add(acc, q_acc, acc)
-        divide(tp, e2, open_pnl)
-        multiply(hold, inv_time_scale, time_in_pos)
-        equity = e2.copy()
-        e01[...] = e2  # E_old of the next step, also in the E1 slot
-        ends = less(left_e0, end_levels)  # rows: out of steps, margin call
-        terminated = ends[1]
-        truncated = greater(ends[0], terminated)
-        add(clock, clock_step, clock)
-        obs = gather(t_row)
-        if portfolio_out is None:
-            obs["portfolio"] = np.ascontiguousarray(portfolio, dtype=np.float32)
-        else:
-            portfolio_out[...] = portfolio
-            obs["portfolio"] = portfolio_out
+            self._portfolio_out[...] = portfolio
+            obs["portfolio"] = self._portfolio_out
 
         episode = final_obs = None
         done = _EMPTY
-        if ends.tobytes() != no_ends:  # any episode ended
-            done = np.flatnonzero(ends[0] | ends[1])
+        ended = terminated | truncated
+        if ended.any():
+            done = np.flatnonzero(ended)
             episode = self._episode_stats(done)
             if autoreset:
                 final_obs = {k: np.zeros_like(v) for k, v in obs.items()}
@@ -508,9 +428,8 @@ class TradingEngine:
                     final_obs[k][done] = v[done]
                 for k, v in self.reset(done).items():
                     obs[k][done] = v
-        # tuple.__new__: half the cost of the NamedTuple's Python-level __new__
-        return _new_tuple(StepResult, (obs, reward.copy(), terminated, truncated, components,
-                                       equity, position.copy(), done, episode, final_obs))
+        return StepResult(obs, reward, terminated, truncated, comps, equity,
+                          new, done, episode, final_obs)
 
     def _episode_stats(self, done: np.ndarray) -> dict[str, np.ndarray]:
         """Statistics of the episodes ending at rows ``done`` (0 in the other rows).
@@ -522,25 +441,24 @@ class TradingEngine:
         costs of both sides included, is > 0 / <= 0; a trade still open at the end is not
         counted.
         """
-        n = self.num_envs
-        acc = self._s[_ACC:, done]  # reward, R, R^2, wins, trades, closed
-        length = (self._tt[0, done] - self._start[done]).astype(np.float64)
-        mean = acc[1] / length
-        var = (acc[2] - length * mean * mean) / np.maximum(length - 1.0, 1.0)
+        s, n = self.state, self.num_envs
+        length = (s.t[done] - s.start[done]).astype(np.float64)
+        mean = s.return_sum[done] / length
+        var = (s.return_sq_sum[done] - length * mean * mean) / np.maximum(length - 1.0, 1.0)
         ok = (length > 1) & (var > 1e-300)
         sharpe = np.where(ok, mean / np.sqrt(np.where(ok, var, 1.0)), 0.0)
         sharpe *= np.sqrt(self.tables.periods_per_year)
         stats = {k: np.zeros(n, dtype=np.float64) for k in EPISODE_KEYS}
         for k in ("length", "trades", "wins", "losses"):
             stats[k] = np.zeros(n, dtype=np.int64)
-        stats["reward"][done] = acc[0]
+        stats["reward"][done] = s.reward_sum[done]
         stats["length"][done] = length
-        stats["trades"][done] = acc[4]
-        stats["wins"][done] = acc[3]
-        stats["losses"][done] = acc[5] - acc[3]
-        stats["total_return"][done] = self._s[_E0, done] / self.config.initial_equity - 1.0
+        stats["trades"][done] = s.trades[done]
+        stats["wins"][done] = s.wins[done]
+        stats["losses"][done] = s.closed[done] - s.wins[done]
+        stats["total_return"][done] = s.equity[done] / self.config.initial_equity - 1.0
         stats["sharpe"][done] = sharpe
-        stats["max_drawdown"][done] = self._s[_MAX_DD, done]
+        stats["max_drawdown"][done] = s.max_drawdown[done]
         return stats
 
 

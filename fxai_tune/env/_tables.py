@@ -21,9 +21,6 @@ PRICE_SIDES = ("ask", "bid", "mid")
 # contiguous (n_bars, window, n_features) array per timeframe that fits, else to the row gather.
 MAX_WINDOW_CACHE_BYTES = 512 * 2**20
 
-# Columns of MarketTables.bars.
-GAP, BODY, UNIT_COST = 0, 1, 2
-
 
 class MarketTables:
     """Mid prices, per-unit costs and observation windows of one split.
@@ -33,8 +30,7 @@ class MarketTables:
     pays half the spread plus slippage plus ``commission_per_lot / lot_size``.
 
     Attributes:
-        bars: ``(n, 3)`` float64, row ``t``: ``[mid_open[t+1] - mid_close[t],
-            mid_close[t+1] - mid_open[t+1], unit_cost[t+1]]`` (NaN in the last row).
+        mid_open: ``(n,)`` float64 mid open prices.
         mid_close: ``(n,)`` float64 mid close prices.
         spread: ``(n,)`` float64 spread in price units used for each bar.
         unit_cost: ``(n,)`` float64 cost per unit traded at the open of each bar (difficulty 1).
@@ -70,14 +66,10 @@ class MarketTables:
         self.spread = self._spread(market, config)
         half = 0.5 * self.spread
         sign = {"ask": -1.0, "bid": 1.0, "mid": 0.0}[market.price_side]
-        mid_open = np.asarray(market.open, dtype=np.float64) + sign * half
+        self.mid_open = np.asarray(market.open, dtype=np.float64) + sign * half
         self.mid_close = np.asarray(market.close, dtype=np.float64) + sign * half
         self.unit_cost = (half + cost.to_price(cost.slippage, market.pip_size)
                           + cost.commission_per_lot / config.lot_size)
-        self.bars = np.full((n, 3), np.nan, dtype=np.float64)
-        self.bars[:-1, GAP] = mid_open[1:] - self.mid_close[:-1]
-        self.bars[:-1, BODY] = self.mid_close[1:] - mid_open[1:]
-        self.bars[:-1, UNIT_COST] = self.unit_cost[1:]
 
         self.timeframes = tuple(config.windows)
         self.window_lengths = tuple(config.windows.values())
