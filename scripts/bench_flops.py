@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import types
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from fxai_tune.model import ModelConfig, MultiBranchTransformer
+from fxai_tune.model import AttentionPool, ModelConfig, MultiBranchTransformer
 
 SPACE = gym.spaces.Dict(
     {
@@ -93,18 +94,44 @@ def _stock_copy(model: MultiBranchTransformer) -> MultiBranchTransformer:
     return stock
 
 
+def _gemm_pool(self: AttentionPool, x: Tensor) -> Tensor:
+    """The removed block-diagonal two-GEMM attention pool, timed against the einsum one."""
+    batch, _, d_model = x.shape
+    heads = self.n_heads
+    eye = torch.eye(heads, dtype=x.dtype)
+    query = self.query.unsqueeze(-1) * (eye * self.scale).unsqueeze(1)
+    weights = torch.matmul(x, query.reshape(d_model, heads)).softmax(dim=1)  # (B, L, H)
+    mixed = torch.bmm(weights.transpose(1, 2), x)  # (B, H, d_model)
+    pooled = mixed.view(batch, heads, heads, -1).diagonal(dim1=1, dim2=2)  # (B, d_head, H)
+    return pooled.transpose(1, 2).reshape(batch, d_model)
+
+
+def _gemm_pool_copy(model: MultiBranchTransformer) -> MultiBranchTransformer:
+    """The same model with the block-diagonal GEMM attention pool."""
+    other = MultiBranchTransformer(SPACE, N_ACTIONS, ModelConfig())
+    other.load_state_dict(model.state_dict())
+    for module in other.modules():
+        if isinstance(module, AttentionPool):
+            module.forward = types.MethodType(_gemm_pool, module)
+    return other
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=256, help="minibatch size")
     parser.add_argument("--repeats", type=int, default=9, help="timing rounds (median taken)")
     parser.add_argument("--markdown", action="store_true", help="also print a markdown table")
     args = parser.parse_args()
+    measure_flop_efficiency(batch=args.batch, repeats=args.repeats, markdown=args.markdown)
 
+
+def measure_flop_efficiency(*, batch: int = 256, repeats: int = 9, markdown: bool = False) -> None:
+    """Time and print the rows of the table (see the module docstring)."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    batch = args.batch
     model = MultiBranchTransformer(SPACE, N_ACTIONS, ModelConfig())
     stock = _stock_copy(model)
+    gemm_pool = _gemm_pool_copy(model)
     obs = {k: torch.randn(batch, *s.shape) for k, s in SPACE.spaces.items()}
 
     with FlopCounterMode(display=False) as counter:
@@ -129,6 +156,7 @@ def main() -> None:
     flops = {
         "update": update_flops,
         "stock": update_flops,
+        "gemm_pool": update_flops,
         "forward": forward_flops,
         "matmul": matmul_flops,
         "big": 2 * 1024**3,
@@ -138,11 +166,12 @@ def main() -> None:
         {
             "update": _update_fn(model, obs, batch),
             "stock": _update_fn(stock, obs, batch),
+            "gemm_pool": _update_fn(gemm_pool, obs, batch),
             "forward": forward_only,
             "matmul": lambda: torch.mm(a, b, out=out),
             "big": lambda: torch.mm(big_a, big_b, out=big_out),
         },
-        repeats=args.repeats,
+        repeats=repeats,
     )
     seconds = {k: statistics.median(v) for k, v in times.items()}
     rate = {k: flops[k] / seconds[k] for k in flops}
@@ -156,6 +185,7 @@ def main() -> None:
     rows = [
         ("update", f"update: fwd + bwd + fused Adam, batch {batch}"),
         ("stock", "same, stock nn.TransformerEncoderLayer forward"),
+        ("gemm_pool", "same, block-diagonal GEMM attention pool"),
         ("forward", "forward only, no grad"),
         ("matmul", f"matmul {tuple(a.shape)} x {tuple(b.shape)}"),
         ("big", "matmul 1024 x 1024 x 1024"),
@@ -166,7 +196,7 @@ def main() -> None:
         print(f"{label:50s} {flops[key] / 1e9:7.3f} GFLOP {seconds[key] * 1e3:8.2f} ms "
               f"{rate[key] / 1e9:6.1f} GFLOP/s {ratio[key]:5.0%} of matmul")
     print(f"ratio update / matmul: {ratio['update']:.0%} (target >= 40%)")
-    if args.markdown:
+    if markdown:
         print("\n| measurement | GFLOP | time (ms) | GFLOP/s | vs matmul |")
         print("|---|---|---|---|---|")
         for key, label in rows:

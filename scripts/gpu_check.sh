@@ -1,14 +1,34 @@
 #!/usr/bin/env bash
-# GPU check of the tuner's CUDA paths: a tiny study with one worker per visible GPU, bf16-mixed.
-# Prints trials per hour per GPU and each worker's device. Run on a machine with NVIDIA GPUs:
-#   bash scripts/gpu_check.sh            (uses .venv if present)
+# GPU check: (1) one PPO worker per visible GPU (scripts/gpu_check.py, default model, 64 envs,
+# bf16-mixed), printing each worker's env steps/s, PyTorch peak memory, and the GPU's mean and
+# peak utilisation and peak memory sampled by nvidia-smi every second; (2) a tiny study with
+# one worker per GPU, printing trials per hour per GPU and each worker's device.
+# Run on a machine with NVIDIA GPUs:
+#   bash scripts/gpu_check.sh            (uses .venv if present; TIMESTEPS=65536 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 N_GPUS=$($PY -c "import torch; print(torch.cuda.device_count())")
 if [ "$N_GPUS" -lt 1 ]; then echo "no CUDA device visible"; exit 1; fi
-WORK=$(mktemp -d)
 $PY -c "import torch; [print(f'GPU {i}: {torch.cuda.get_device_name(i)}, bf16={torch.cuda.is_bf16_supported()}') for i in range(torch.cuda.device_count())]"
+SAMPLES=$(mktemp)
+nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader,nounits \
+  -l 1 > "$SAMPLES" &
+SMI=$!
+PIDS=()
+for ((i = 0; i < N_GPUS; i++)); do
+  $PY scripts/gpu_check.py --device "cuda:$i" --timesteps "${TIMESTEPS:-65536}" \
+    > "$SAMPLES.worker$i" 2> "$SAMPLES.worker$i.err" &
+  PIDS+=($!)
+done
+for pid in "${PIDS[@]}"; do wait "$pid" || echo "worker $pid failed (see $SAMPLES.worker*.err)"; done
+kill "$SMI" 2>/dev/null || true
+for ((i = 0; i < N_GPUS; i++)); do
+  echo "worker $i: $(tail -1 "$SAMPLES.worker$i")"
+  awk -F', ' -v gpu="$i" '$1 == gpu { n++; u += $2; if ($2 > umax) umax = $2; if ($3 > m) m = $3 }
+    END { if (n) printf "  GPU %d: utilisation mean %.0f%%, peak %d%% (%d samples), peak memory used %d MiB\n", gpu, u / n, umax, n, m }' "$SAMPLES"
+done
+WORK=$(mktemp -d)
 cat > "$WORK/gpu_check.yaml" <<YAML
 name: gpu_check
 base_config: $PWD/studies/configs/demo_base.yaml

@@ -42,7 +42,7 @@ def tiny_fx_values(run_dir: Path, **sections: Any) -> dict[str, Any]:
             "accelerator": "cpu",
             "val_every_n_iterations": 2,
             "enable_progress_bar": False,
-            # one thread: two swing widely on these shared machines (PERFORMANCE.md)
+            # one thread: two swing widely on these shared machines (docs/benchmarks.md)
             "torch_threads": 1,
         },
     }

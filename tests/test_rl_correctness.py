@@ -16,6 +16,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from _rl_fixtures import tiny_fx_config
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from pytorch_lightning.callbacks import DeviceStatsMonitor
 from pytorch_lightning.plugins.precision import MixedPrecision
@@ -481,3 +482,110 @@ def test_device_stats_are_logged_per_iteration_at_env_steps(tmp_path):
                       (256, {"device/update/allocated_bytes": 7.0})]
     run = build_training(tiny_fx_config(tmp_path))  # a CPU run: no device statistics
     assert not any(isinstance(c, DeviceStatsMonitor) for c in run.trainer.callbacks)
+
+
+class _CountValuePasses(_KnownValues):
+    def __init__(self) -> None:
+        super().__init__()
+        self.value_calls = []
+
+    def value(self, obs):
+        self.value_calls.append(obs.shape[0])
+        return super().value(obs)
+
+
+def test_final_observations_are_valued_in_one_batched_pass_per_rollout(tmp_path):
+    """8 episode ends in 4 steps of the rollout: one pass for them all, one for the last obs
+    and one critic pass over the rollout's 24 observations (separate critic). The old code
+    made one pass per step with an episode end: 6 calls."""
+    config = build_train_config({
+        "env_id": "FxaiTestEnds-v0", "run_dir": str(tmp_path),
+        "ppo": {"n_envs": 2, "n_steps": 12, "batch_size": 24, "total_timesteps": 24},
+    })
+    datamodule = RLDataModule(config)
+    policy = _CountValuePasses()
+    datamodule.collect_rollout(policy)
+    assert sorted(policy.value_calls) == [2, 8, 24]
+
+
+_SYNC_OPS = {"aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.item"}
+
+
+class _SyncCounter(TorchDispatchMode):
+    """Counts ops that make the host wait for the device (and bool-mask indexing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.syncs: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func.overloadpacket)
+        bool_index = name == "aten.index" and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None
+        )
+        if name in _SYNC_OPS or bool_index:
+            self.syncs.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+class _CountSyncsPerMinibatch(pl.Callback):
+    """Counts host syncs from fetching a minibatch to the end of its optimizer step. On CPU
+    only the Python-visible ones show (``.item()``, ``bool()``, ``float()``, ``.tolist()``,
+    ``.cpu()``, ``.numpy()``, nonzero, boolean masks): exactly those a GPU would wait on."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.per_minibatch: list[int] = []
+        self.mode: _SyncCounter | None = None
+        for method in ("tolist", "cpu", "numpy"):
+            original = getattr(torch.Tensor, method)
+
+            def counted(tensor, *args, _original=original, _method=method, **kwargs):
+                if self.mode is not None:
+                    self.mode.syncs.append(_method)
+                return _original(tensor, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, method, counted)
+
+    def start(self) -> None:
+        self.mode = _SyncCounter()
+        self.mode.__enter__()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.mode.__exit__(None, None, None)
+        self.per_minibatch.append(len(self.mode.syncs))
+        self.mode = None
+
+
+@pytest.mark.parametrize(("target_kl", "expected"), [(None, 0), (1e6, 1)])
+def test_an_update_minibatch_makes_no_host_sync(tmp_path, monkeypatch, target_kl, expected):
+    """None without target_kl; one with it (the stop is decided before the step). The old
+    code made 2 (non-finite loss and gradient checks), 3 with target_kl."""
+    counter = _CountSyncsPerMinibatch(monkeypatch)
+    run = build_training(tiny_fx_config(tmp_path, ppo={"target_kl": target_kl}),
+                         loggers=False, checkpointing=False, extra_callbacks=[counter])
+    serve = run.datamodule.on_after_batch_transfer
+
+    def counted_transfer(batch, dataloader_idx):
+        if run.trainer.training:
+            counter.start()  # from the minibatch's gathering on
+        return serve(batch, dataloader_idx)
+
+    run.datamodule.on_after_batch_transfer = counted_transfer
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    assert len(counter.per_minibatch) == 16
+    assert counter.per_minibatch == [expected] * 16
+
+
+class _NaNGradient(pl.Callback):
+    def on_after_backward(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            pl_module.policy.action_head.weight.grad[0, 0] = torch.nan
+
+
+def test_a_non_finite_gradient_stops_the_run_at_the_end_of_its_update(tmp_path):
+    validations = _Validations()
+    config = tiny_fx_config(tmp_path, trainer={"val_every_n_iterations": 1})
+    with pytest.raises(FloatingPointError, match="non-finite gradient in 4 of 4 minibatches"):
+        train(config, loggers=False, checkpointing=False,
+              extra_callbacks=[_NaNGradient(), validations])
+    assert validations.epochs == [0]  # the broken update was never validated

@@ -24,9 +24,9 @@ class AttentionPool(nn.Module):
     projections keeps it cheap; the encoder before it already projects. The query starts at
     zero, i.e. as mean pooling.
 
-    Both steps are GEMMs (one pass over ``x`` each way; an einsum version cost 3x more with
-    its backward): the scores use a block-diagonal ``(d_model, H)`` query matrix, the weighted
-    sum mixes all heads' slices and keeps the diagonal blocks.
+    Two einsums over the ``(B, L, H, d_head)`` view of ``x``: the plain form stays because a
+    block-diagonal two-GEMM version measured no faster (``scripts/bench_flops.py``: 287 ms per
+    update with it, 276 without; docs/benchmarks.md).
     """
 
     def __init__(self, d_model: int, n_heads: int) -> None:
@@ -34,18 +34,14 @@ class AttentionPool(nn.Module):
         self.n_heads = n_heads
         self.query = nn.Parameter(torch.zeros(n_heads, d_model // n_heads))
         self.scale = 1.0 / math.sqrt(d_model // n_heads)
-        self.register_buffer("_eye", torch.eye(n_heads), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, L, d_model) -> (B, d_model)``."""
-        batch, _, d_model = x.shape
-        heads = self.n_heads
-        # block-diagonal: column h holds q[h] * scale in rows h*d_head .. (h+1)*d_head - 1
-        query = self.query.unsqueeze(-1) * (self._eye * self.scale).unsqueeze(1)
-        weights = torch.matmul(x, query.reshape(d_model, heads)).softmax(dim=1)  # (B, L, H)
-        mixed = torch.bmm(weights.transpose(1, 2), x)  # (B, H, d_model)
-        pooled = mixed.view(batch, heads, heads, -1).diagonal(dim1=1, dim2=2)  # (B, d_head, H)
-        return pooled.transpose(1, 2).reshape(batch, d_model)
+        batch, length, d_model = x.shape
+        heads = x.view(batch, length, self.n_heads, d_model // self.n_heads)
+        # softmax over tokens of <x[l, h], q[h]> / sqrt(d_head), per head
+        weights = (torch.einsum("blhd,hd->blh", heads, self.query) * self.scale).softmax(dim=1)
+        return torch.einsum("blh,blhd->bhd", weights, heads).reshape(batch, d_model)
 
 
 class _LastPool(nn.Module):
@@ -66,7 +62,9 @@ class _EncoderLayer(nn.TransformerEncoderLayer):
     activations forward and backward. Here q, k, v are strided views of the one in-projection
     output fed straight to ``scaled_dot_product_attention``, whose CPU flash kernel takes
     strides; the output comes back in ``(B, L, H, d_head)`` order, so merging heads is free.
-    Same parameters and state-dict keys as the parent. The parent's fused inference path
+    Same parameters and state-dict keys as the parent. Kept because it pays: an update takes
+    287 ms against 410 ms with the stock layer (``scripts/bench_flops.py``, docs/benchmarks.md).
+    The parent's fused inference path
     (``torch._transformer_encoder_layer_fwd``) is bypassed: on CPU it measured slower than
     this one (108 vs 78 ms at batch 256, equal at batch 8), and skipping its checks trims the
     per-call overhead that dominates rollout collection with few envs.

@@ -11,7 +11,14 @@ import torch
 
 from fxai_tune.rl._gae import compute_gae
 
-__all__ = ["Batch", "Observation", "RolloutBuffer", "allocate_observation", "to_tensor"]
+__all__ = [
+    "Batch",
+    "Observation",
+    "ObservationStaging",
+    "RolloutBuffer",
+    "allocate_observation",
+    "to_tensor",
+]
 
 Observation = torch.Tensor | dict[str, torch.Tensor]
 
@@ -30,13 +37,21 @@ class Batch(NamedTuple):
 
 
 def allocate_observation(
-    space: gym.Space, leading: tuple[int, ...], device: torch.device
+    space: gym.Space, leading: tuple[int, ...], device: torch.device, *, pin_memory: bool = False
 ) -> Observation:
-    """Zero tensors shaped ``leading + space.shape`` for a Box or a Dict of Boxes."""
+    """Zero tensors shaped ``leading + space.shape`` for a Box or a Dict of Boxes.
+
+    ``pin_memory`` allocates page-locked host memory (CUDA staging buffers).
+    """
     if isinstance(space, gym.spaces.Dict):
-        return {k: allocate_observation(s, leading, device) for k, s in space.spaces.items()}
+        return {
+            k: allocate_observation(s, leading, device, pin_memory=pin_memory)
+            for k, s in space.spaces.items()
+        }
     if isinstance(space, gym.spaces.Box):
-        return torch.zeros(leading + space.shape, dtype=torch.float32, device=device)
+        return torch.zeros(
+            leading + space.shape, dtype=torch.float32, device=device, pin_memory=pin_memory
+        )
     raise TypeError(f"observation space {space} is not supported; use Box or Dict of Box")
 
 
@@ -61,13 +76,50 @@ def flatten_observation(obs: Observation, n: int) -> Observation:
     return obs.reshape((n,) + obs.shape[2:])
 
 
-def copy_observation_(dst: Observation, src: Observation) -> None:
+def copy_observation_(dst: Observation, src: Observation, *, non_blocking: bool = False) -> None:
     """In-place ``dst[...] = src`` for tensors or dicts of tensors."""
     if isinstance(dst, dict):
         for k, v in dst.items():
-            v.copy_(src[k])
+            v.copy_(src[k], non_blocking=non_blocking)
     else:
-        dst.copy_(src)
+        dst.copy_(src, non_blocking=non_blocking)
+
+
+class ObservationStaging:
+    """Copies env observations (numpy, on the host) into device tensors.
+
+    On CUDA each copy goes through one page-locked buffer with ``non_blocking=True``: a copy
+    from pageable memory is staged by the driver and blocks the host. The buffer is
+    rewritten only after the previous copy out of it has finished (a CUDA event). On other
+    devices it is a plain ``copy_``.
+
+    Args:
+        space: Single-env observation space.
+        n_envs: Observations per copy.
+        device: Where the destination tensors live.
+    """
+
+    def __init__(self, space: gym.Space, n_envs: int, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.pinned = (
+            allocate_observation(space, (n_envs,), torch.device("cpu"), pin_memory=True)
+            if self.cuda
+            else None
+        )
+        self._copied: torch.cuda.Event | None = None
+
+    def copy_(self, dst: Observation, obs: np.ndarray | dict) -> None:
+        """``dst[...] = obs``; on CUDA asynchronous (stream-ordered before later kernels)."""
+        host = to_tensor(obs, torch.device("cpu"))  # a view of the numpy arrays (float32)
+        if self.pinned is None:
+            copy_observation_(dst, host)
+            return
+        if self._copied is not None:
+            self._copied.synchronize()  # the previous copy has read the pinned buffer
+        copy_observation_(self.pinned, host)
+        copy_observation_(dst, self.pinned, non_blocking=True)
+        self._copied = torch.cuda.Event()
+        self._copied.record()
 
 
 def first_non_finite(obs: Observation, name: str = "observation") -> str | None:
@@ -87,7 +139,8 @@ class RolloutBuffer:
 
     Collection writes step rows in place; `finish` computes GAE advantages with the right
     bootstrap for truncated episodes (their final observation's value) and none for
-    terminated ones.
+    terminated ones. Every tensor lives on ``device`` (the policy's); the final observations
+    of ended episodes wait on the host and are valued in one batched pass after the rollout.
     """
 
     def __init__(
@@ -107,8 +160,9 @@ class RolloutBuffer:
         self.returns = torch.zeros(shape, device=device)
         # per-transition seed of the policy's dropout masks (`fxai_tune.model.dropout_seeds`)
         self.seeds = torch.zeros(shape, dtype=torch.long, device=device)
-        # (step, env indices, final observations) of episodes that ended during the rollout
-        self.final_observations: list[tuple[int, torch.Tensor, Observation]] = []
+        # (step, env indices, final observations) of episodes that ended during the rollout,
+        # on the host (numpy) until the one batched value pass after the rollout
+        self.final_observations: list[tuple[int, np.ndarray, np.ndarray | dict]] = []
 
     @property
     def size(self) -> int:
@@ -119,13 +173,29 @@ class RolloutBuffer:
         """Forget the episode ends of the previous rollout."""
         self.final_observations.clear()
 
+    def final_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(step, env) of every final observation, in the order of `final_observations`."""
+        steps = np.concatenate([np.full(len(e), s) for s, e, _ in self.final_observations])
+        envs = np.concatenate([e for _, e, _ in self.final_observations])
+        return (
+            torch.as_tensor(steps, device=self.device),
+            torch.as_tensor(envs, device=self.device),
+        )
+
+    def final_observation_batch(self) -> Observation:
+        """All final observations as one batch on the device (one copy per rollout)."""
+        rows = [obs for _, _, obs in self.final_observations]
+        if isinstance(rows[0], dict):
+            return {k: to_tensor(np.concatenate([r[k] for r in rows]), self.device) for k in rows[0]}
+        return to_tensor(np.concatenate(rows), self.device)
+
     def finish(
         self,
         *,
         values: torch.Tensor,
         log_probs: torch.Tensor,
         last_values: torch.Tensor,
-        final_values: list[torch.Tensor],
+        final_values: torch.Tensor | None,
         gamma: float,
         gae_lambda: float,
     ) -> None:
@@ -135,7 +205,8 @@ class RolloutBuffer:
             values: V(s_t) for every stored observation, shape (T, N).
             log_probs: log pi(a_t | s_t) of the stored actions, shape (T, N).
             last_values: V of the observation after the last step, shape (N,).
-            final_values: V of each entry of `final_observations`, in order.
+            final_values: V of every final observation, in the order of
+                `final_observations` (their rows concatenated); None if no episode ended.
             gamma: Discount factor.
             gae_lambda: GAE lambda.
         """
@@ -144,8 +215,9 @@ class RolloutBuffer:
         self.next_values[:-1] = values[1:]
         self.next_values[-1] = last_values
         # rows where an episode ended: the next stored obs is a reset obs, not s_{t+1}
-        for (step, env_index, _), value in zip(self.final_observations, final_values, strict=True):
-            self.next_values[step, env_index] = value
+        if self.final_observations:
+            steps, envs = self.final_index()
+            self.next_values[steps, envs] = final_values
         advantages, returns = compute_gae(
             self.rewards,
             self.values,
@@ -165,9 +237,11 @@ class RolloutBuffer:
 
         Indices, not data: Lightning prefetches a batch before the epoch-start hooks run,
         i.e. before the rollout is collected, so the data is gathered by `batch` when the
-        minibatch is consumed. A remainder smaller than ``batch_size`` is dropped.
+        minibatch is consumed. A remainder smaller than ``batch_size`` is dropped. The
+        permutation is drawn on the host (the generator's stream) and moved to the device
+        once per pass, not once per minibatch.
         """
-        order = torch.randperm(self.size, generator=generator)
+        order = torch.randperm(self.size, generator=generator).to(self.device)
         for start in range(0, self.size - batch_size + 1, batch_size):
             yield order[start : start + batch_size]
 

@@ -2,8 +2,8 @@
 
 A Lightning epoch is one PPO iteration: `RolloutCollectionCallback` asks this module to
 collect a rollout with the current policy at epoch start, then the train "dataloader" serves
-ready-made minibatches for ``n_epochs`` shuffled passes (no per-sample collation: PERFORMANCE.md
-measured ~1.4 ms per minibatch for a collating DataLoader against ~4 us for slicing).
+ready-made minibatches for ``n_epochs`` shuffled passes (no per-sample collation: ~1.4 ms per
+minibatch for a collating DataLoader against ~4 us for slicing, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 from fxai_tune.model import dropout_seeds
 from fxai_tune.rl._buffer import (
     Observation,
+    ObservationStaging,
     RolloutBuffer,
     copy_observation_,
     first_non_finite,
@@ -94,6 +95,8 @@ class RLDataModule(pl.LightningDataModule):
         self.shuffle_generator = torch.Generator().manual_seed(config.seed + 1)
         obs, _ = self.env.reset(seed=config.seed)
         self._last_obs: Observation = to_tensor(obs, self.device)
+        self._staging = ObservationStaging(self.observation_space, config.ppo.n_envs, self.device)
+        self._host_log_probs: torch.Tensor | None = None
         self.env_steps = 0
         self.stop_update = False
         self.difficulty = 1.0
@@ -115,7 +118,19 @@ class RLDataModule(pl.LightningDataModule):
             n_envs=self.config.ppo.n_envs,
             device=device,
         )
+        self._staging = ObservationStaging(self.observation_space, self.config.ppo.n_envs, device)
+        self._host_log_probs = None
         self._last_obs = _move(self._last_obs, device)
+
+    def _log_probs_to_host(self, log_probs: torch.Tensor) -> torch.Tensor:
+        """The step's log-probabilities on the host, through a pinned buffer on CUDA."""
+        if self.device.type != "cuda":
+            return log_probs
+        if self._host_log_probs is None or self._host_log_probs.shape != log_probs.shape:
+            self._host_log_probs = torch.empty(log_probs.shape, pin_memory=True)
+        self._host_log_probs.copy_(log_probs, non_blocking=True)
+        torch.cuda.current_stream(self.device).synchronize()
+        return self._host_log_probs
 
     # ------------------------------------------------------------------ collection
     @torch.inference_mode()
@@ -142,36 +157,45 @@ class RLDataModule(pl.LightningDataModule):
         # a shared trunk gives values for free with the logits; separate nets run the critic
         # once, batched, after the rollout
         values_per_step = getattr(policy, "shares_trunk", False)
+        n_steps, n_envs = buffer.n_steps, buffer.n_envs
         first_seed = self.env_steps
-        obs = self._last_obs
-        step_rewards = np.zeros((buffer.n_steps, buffer.n_envs), dtype=np.float32)
-        step_terminated = np.zeros((buffer.n_steps, buffer.n_envs), dtype=np.float32)
-        step_truncated = np.zeros((buffer.n_steps, buffer.n_envs), dtype=np.float32)
-        for step in range(buffer.n_steps):
-            copy_observation_(index_observation(buffer.obs, step), obs)
-            seeds = self._dropout_seeds(first_seed, step)
-            buffer.seeds[step] = seeds
-            with dropout_seeds(seeds):
+        # every transition's dropout seed, its global index: unique over the run
+        buffer.seeds.copy_(
+            torch.arange(first_seed, first_seed + buffer.size, device=self.device).view(
+                n_steps, n_envs
+            )
+        )
+        # host rows, one copy to the device after the rollout (no per-step host-to-device
+        # copies of actions, rewards or flags)
+        step_actions = np.zeros((n_steps, n_envs), dtype=np.int64)
+        step_log_probs = np.zeros((n_steps, n_envs), dtype=np.float32)
+        step_rewards = np.zeros((n_steps, n_envs), dtype=np.float32)
+        step_terminated = np.zeros((n_steps, n_envs), dtype=np.float32)
+        step_truncated = np.zeros((n_steps, n_envs), dtype=np.float32)
+        copy_observation_(index_observation(buffer.obs, 0), self._last_obs)
+        next_obs_tensor = _clone(self._last_obs)
+        for step in range(n_steps):
+            obs = index_observation(buffer.obs, step)
+            with dropout_seeds(buffer.seeds[step]):
                 if values_per_step:
                     logits, values = policy(obs)
                     buffer.values[step] = values.float()
                 else:
                     logits = policy.actor_logits(obs)
-            log_probs = torch.log_softmax(logits.float(), dim=-1)
+            # the one device-to-host wait per step: the env needs the actions
+            log_probs = self._log_probs_to_host(torch.log_softmax(logits.float(), dim=-1))
             try:
                 actions = torch.multinomial(
-                    log_probs.exp().cpu(), 1, generator=self.generator
+                    log_probs.exp(), 1, generator=self.generator
                 ).squeeze(-1)
             except RuntimeError:  # NaN/inf probabilities: say where they came from
                 bad = first_non_finite(obs, "observation") or "policy logits"
                 raise FloatingPointError(
                     f"non-finite value at rollout step {step}: {bad}"
                 ) from None
-            next_obs, rewards, terminated, truncated, info = self.env.step(actions.numpy())
-            actions = actions.to(self.device)
-            buffer.actions[step] = actions
-            buffer.log_probs[step] = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-            # numpy rows now, one tensor conversion after the rollout
+            step_actions[step] = actions.numpy()
+            step_log_probs[step] = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+            next_obs, rewards, terminated, truncated, info = self.env.step(step_actions[step])
             step_rewards[step] = rewards
             step_terminated[step] = terminated
             step_truncated[step] = truncated
@@ -179,8 +203,13 @@ class RLDataModule(pl.LightningDataModule):
             if done.any():
                 self._store_final_observations(step, done, info)
             self._record_info(info)
-            obs = to_tensor(next_obs, self.device)
-        self._last_obs = _clone(obs)
+            # straight into the next step's row of the buffer (pinned, asynchronous on CUDA)
+            last = step == n_steps - 1
+            destination = next_obs_tensor if last else index_observation(buffer.obs, step + 1)
+            self._staging.copy_(destination, next_obs)
+        self._last_obs = next_obs_tensor
+        buffer.actions.copy_(torch.from_numpy(step_actions))
+        buffer.log_probs.copy_(torch.from_numpy(step_log_probs))
         buffer.rewards.copy_(torch.from_numpy(step_rewards))
         buffer.terminated.copy_(torch.from_numpy(step_terminated))
         buffer.truncated.copy_(torch.from_numpy(step_truncated))
@@ -193,15 +222,20 @@ class RLDataModule(pl.LightningDataModule):
             flat_obs = flatten_observation(buffer.obs, buffer.size)
             values = _chunked_values(policy, flat_obs, buffer.seeds.reshape(-1))
         # the observation after the last step opens the next rollout: value it with the seed
-        # it will have there; final observations of ended episodes get seeds of their own
+        # it will have there
         with dropout_seeds(self._dropout_seeds(self.env_steps, 0)):
-            last_values = policy.value(obs).float()
-        final_values = []
-        for step, env_index, final_obs in buffer.final_observations:
-            with dropout_seeds(buffer.seeds[step, env_index] + _FINAL_OBS_SEED_OFFSET):
-                final_values.append(policy.value(final_obs).float())
+            last_values = policy.value(self._last_obs).float()
+        # final observations of ended episodes: one batched pass, each with a seed of its own
+        final_values = None
+        if buffer.final_observations:
+            steps, envs = buffer.final_index()
+            final_values = _chunked_values(
+                policy,
+                buffer.final_observation_batch(),
+                buffer.seeds[steps, envs] + _FINAL_OBS_SEED_OFFSET,
+            )
         buffer.finish(
-            values=values.reshape(buffer.n_steps, buffer.n_envs),
+            values=values.reshape(n_steps, n_envs),
             log_probs=buffer.log_probs.clone(),
             last_values=last_values,
             final_values=final_values,
@@ -240,8 +274,7 @@ class RLDataModule(pl.LightningDataModule):
             stacked = {k: np.asarray(v)[env_index] for k, v in final_obs.items()}
         else:
             stacked = np.asarray(final_obs)[env_index]
-        index = torch.as_tensor(env_index, device=self.device)
-        self.buffer.final_observations.append((step, index, to_tensor(stacked, self.device)))
+        self.buffer.final_observations.append((step, env_index, stacked))
 
     def _record_info(self, info: dict) -> None:
         for _, stats in completed_episodes(info):

@@ -51,8 +51,9 @@ class PPOLightningModule(pl.LightningModule):
 
     Manual optimisation because PPO decides per minibatch whether to continue (target KL)
     and because Lightning's automatic loop costs ~0.4 ms per optimizer step against ~0.25 ms
-    here (PERFORMANCE.md). Statistics are accumulated in one tensor and logged once per
-    rollout, averaged over minibatches, against environment steps.
+    here (docs/benchmarks.md, "Facts the code relies on"). Statistics are accumulated on the
+    device and logged once per rollout, averaged over minibatches, against environment
+    steps: a minibatch makes no host sync (none at all without ``target_kl``).
 
     All four arguments are saved as plain hyperparameters, so a checkpoint rebuilds the
     module on its own: ``PPOLightningModule.load_from_checkpoint(path)``.
@@ -93,6 +94,8 @@ class PPOLightningModule(pl.LightningModule):
         self.register_buffer("_stats", torch.zeros(len(_STAT_KEYS)), persistent=False)
         # gradient norm summed over the steps taken, and steps with a finite norm
         self.register_buffer("_grad_norm", torch.zeros(2), persistent=False)
+        # minibatches with a non-finite loss, optimizer steps with a non-finite gradient
+        self.register_buffer("_non_finite", torch.zeros(2, dtype=torch.long), persistent=False)
         self._n_minibatches = 0  # evaluated
         self._n_steps = 0  # optimizer steps taken
         self.last_val_metrics: dict[str, float] = {}
@@ -176,13 +179,13 @@ class PPOLightningModule(pl.LightningModule):
             clip_vf=self.ppo.clip_vf,
             normalize_advantages=self.ppo.normalize_advantages,
         )
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite PPO loss {loss.item()} at epoch {self.current_epoch}: "
-                + ", ".join(f"{k}={v.item():.4g}" for k, v in stats.items())
-            )
+        # no host sync per minibatch: a non-finite loss is counted on the device and raised
+        # at the end of the update (`_raise_if_non_finite`)
+        self._non_finite[0] += ~torch.isfinite(loss)
         self._stats += torch.stack([stats[k].detach().float() for k in _STAT_KEYS])
         self._n_minibatches += 1
+        # the one sync a minibatch may need, only with target_kl: the stop must be decided
+        # before this step
         if self.ppo.target_kl is not None and stats["approx_kl"] > 1.5 * self.ppo.target_kl:
             # early stop before the step that would move the policy further past the limit
             # (stable-baselines3): neither this minibatch nor any later one is applied
@@ -201,14 +204,31 @@ class PPOLightningModule(pl.LightningModule):
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm(grads)
         finite = torch.isfinite(grad_norm)
-        if self._grad_scaler() is None and not finite:
-            raise FloatingPointError(f"non-finite gradient: {self._first_bad_gradient()}")
+        if self._grad_scaler() is None:
+            # counted, raised at the end of the update (no host sync here); under 16-mixed
+            # a non-finite gradient is GradScaler's normal skip
+            self._non_finite[1] += ~finite
         # global-norm clip. Lightning calls this hook after unscaling (16-mixed), so these are
         # the true gradients; not self.clip_gradients: its AMP plugin refuses the fused Adam of
         # bf16-mixed, where nothing is scaled
         torch.nn.utils.clip_grads_with_norm_(self.parameters(), self.ppo.max_grad_norm, grad_norm)
         # a step GradScaler skips has no gradient norm to average
         self._grad_norm += torch.stack([torch.where(finite, grad_norm, 0.0), finite.float()])
+
+    def _raise_if_non_finite(self) -> None:
+        """Raise if a minibatch of this update had a non-finite loss or gradient."""
+        bad_losses, bad_steps = (int(n) for n in self._non_finite.tolist())
+        if bad_losses or bad_steps:
+            self._non_finite.zero_()
+            raise FloatingPointError(
+                f"non-finite PPO loss in {bad_losses} and non-finite gradient in {bad_steps} "
+                f"of {self._n_minibatches} minibatches at epoch {self.current_epoch} "
+                f"(first non-finite gradient now: {self._first_bad_gradient()})"
+            )
+
+    @override
+    def on_validation_start(self) -> None:
+        self._raise_if_non_finite()  # before the update's weights are scored
 
     def _first_bad_gradient(self) -> str:
         for name, parameter in self.named_parameters():
@@ -228,6 +248,7 @@ class PPOLightningModule(pl.LightningModule):
     @override
     def on_train_epoch_end(self) -> None:
         datamodule = self.trainer.datamodule
+        self._raise_if_non_finite()
         metrics: dict[str, float] = {}
         if self._n_minibatches:
             means = (self._stats / self._n_minibatches).tolist()
