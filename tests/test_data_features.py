@@ -32,23 +32,23 @@ def manager() -> DataManager:
     return DataManager(DataConfig(), windows=WINDOWS)
 
 
-def test_resample_aggregates_ohlcv_into_epoch_aligned_bins(sample: pd.DataFrame) -> None:
+def test_resample_aggregates_ohlcv_into_bins_aligned_on_17h_new_york(sample: pd.DataFrame) -> None:
     four = resample_bars(sample, "4h")
-    chunk = sample.loc["2017-03-01 04:00":"2017-03-01 07:00"]
-    bar = four.loc[pd.Timestamp("2017-03-01 04:00", tz="UTC")]
+    chunk = sample.loc["2017-03-01 02:00":"2017-03-01 05:00"]  # 21:00-01:00 New York (EST)
+    bar = four.loc[pd.Timestamp("2017-03-01 02:00", tz="UTC")]
     assert bar["open"] == chunk["open"].iloc[0]
     assert bar["high"] == chunk["high"].max()
     assert bar["low"] == chunk["low"].min()
     assert bar["close"] == chunk["close"].iloc[-1]
     assert bar["volume"] == pytest.approx(chunk["volume"].sum())
-    assert (four.index.hour % 4 == 0).all()
+    assert ((four.index.tz_convert("America/New_York").hour - 17) % 4 == 0).all()
 
 
 def test_resample_drops_empty_weekend_bins(sample: pd.DataFrame) -> None:
     daily = resample_bars(sample, "1d")
     assert not (daily.index.day_of_week == 5).any()  # no Saturday bars
     assert daily["close"].notna().all()
-    assert len(daily) == sample.index.normalize().nunique()
+    assert len(daily) == 260  # one per trading day (312 with midnight-UTC days)
 
 
 def test_features_are_causal_truncating_the_future_changes_nothing(sample: pd.DataFrame) -> None:

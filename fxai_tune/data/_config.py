@@ -57,10 +57,15 @@ class DataConfig:
     """First time of the test split (UTC); set with ``val_start`` to split by date."""
     volatility_window: int = 24
     """Bars in the rolling volatility feature (per timeframe)."""
+    session_features: bool = False
+    """Append Tokyo, London and New York session columns (share of the bar each session is
+    open, local time with daylight saving) to the UTC time-of-day features; changes the
+    observation width from 8 to 11 features."""
     clip: float = 10.0
     """Normalised features are clipped to [-clip, clip]."""
     periods_per_year: float | None = None
-    """Base bars per trading year for annualising; None: 260 days x 24 h / bar length."""
+    """Base bars per trading year for annualising; None: counted on the FX calendar of the bars
+    (median bars per trading day x 260; 6,240 for round-the-clock hourly bars)."""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     """Generator settings when ``source == "synthetic"``."""
     timezone: str | None = None
@@ -169,6 +174,9 @@ class DataConfig:
             raise ValueError(f"embargo_bars must be an integer >= 0; got {self.embargo_bars=}")
         if self.volatility_window < 2:
             raise ValueError(f"volatility_window must be >= 2; got {self.volatility_window=}")
+        if not isinstance(self.session_features, bool):
+            raise TypeError(
+                f"session_features must be True or False; got {self.session_features=}")
         if not self.clip > 0:
             raise ValueError(f"clip must be > 0; got clip={self.clip!r}")
         if self.periods_per_year is not None and not self.periods_per_year > 0:

@@ -8,9 +8,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fxai_tune.data._timeframes import parse_timeframe
+from fxai_tune.data._timeframes import fx_bins
 
-__all__ = ["FEATURE_NAMES", "FeatureNormalizer", "compute_features", "resample_bars"]
+__all__ = [
+    "FEATURE_NAMES",
+    "SESSIONS",
+    "SESSION_FEATURE_NAMES",
+    "FeatureNormalizer",
+    "compute_features",
+    "resample_bars",
+]
 
 FEATURE_NAMES = (
     "log_return",
@@ -24,19 +31,33 @@ FEATURE_NAMES = (
 )
 """Columns of `compute_features`, in order."""
 
+SESSIONS = {
+    "tokyo_open": ("Asia/Tokyo", 9, 18),
+    "london_open": ("Europe/London", 8, 17),
+    "new_york_open": ("America/New_York", 8, 17),
+}
+"""Trading sessions: feature name -> (IANA zone, local open hour, local close hour), Monday to
+Friday local time; London and New York follow their own daylight saving (Japan has none)."""
+
+SESSION_FEATURE_NAMES = tuple(SESSIONS)
+"""Columns `compute_features` appends with ``sessions=True``, in order."""
+
+_SESSION_SAMPLE = pd.Timedelta(minutes=15)
+
 _AGGREGATIONS = {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
 
 
 def resample_bars(bars: pd.DataFrame, timeframe: str) -> pd.DataFrame:
-    """Aggregate bars into ``timeframe`` bins, dropping empty bins (weekends, holidays).
+    """Aggregate bars into ``timeframe`` bins of the FX calendar, dropping empty bins.
 
-    Bins are aligned on the Unix epoch (so 4h bins start at 00:00, 04:00 ... UTC and daily
-    bins at midnight UTC) and labelled by their open time ``T``; a bin covers ``[T, T + tf)``
-    and holds every bar whose open time falls in it. ``spread`` is averaged.
+    Bins follow the FX trading day, 17:00 to 17:00 New York time (DST-aware; `fx_bins`):
+    daily bins are the five trading days of a week, Sunday's open merged into Monday, and 4h
+    bins start at 17:00, 21:00, 01:00 ... New York. A bin is labelled by its open time ``T``
+    and holds the bars of its session. ``spread`` is averaged.
 
     Args:
         bars: Bars as `load_bars` returns them.
-        timeframe: Target bar length, e.g. ``"4h"``.
+        timeframe: Target bar length, dividing 24 hours, e.g. ``"4h"`` or ``"1d"``.
 
     Returns:
         The resampled bars, same columns.
@@ -44,29 +65,55 @@ def resample_bars(bars: pd.DataFrame, timeframe: str) -> pd.DataFrame:
     Example:
         >>> daily = resample_bars(load_sample(), "1d")  # doctest: +SKIP
     """
-    rule = parse_timeframe(timeframe)
+    bins = fx_bins(pd.DatetimeIndex(bars.index), timeframe)
     aggregations = {k: v for k, v in _AGGREGATIONS.items() if k in bars}
     if "spread" in bars:
         aggregations["spread"] = "mean"
-    grouper = bars.resample(rule, origin="epoch", closed="left", label="left")
-    out = grouper.agg(aggregations)
-    counts = grouper["close"].count()
-    out = out.loc[counts.to_numpy() > 0]
+    out = bars.groupby(bins.codes, sort=True).agg(aggregations)
+    out.index = bins.opens[out.index.to_numpy()].rename(bars.index.name)
     out.attrs = dict(bars.attrs)
     return out
 
 
-def compute_features(bars: pd.DataFrame, *, volatility_window: int = 24) -> pd.DataFrame:
+def session_features(index: pd.DatetimeIndex, bar_length: pd.Timedelta) -> pd.DataFrame:
+    """Share of each bar ``[T, T + bar_length)`` during which each of `SESSIONS` is open.
+
+    For an hourly bar this is 0 or 1; a 4h or daily bar gets the open share. Local time with
+    daylight saving: the London session opens at 07:00 UTC in summer and 08:00 in winter.
+    Measured every 15 minutes (or at the bar's midpoint for shorter bars).
+    """
+    index = pd.DatetimeIndex(index)
+    index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+    samples = max(1, min(96, int(bar_length / _SESSION_SAMPLE)))
+    offsets = ((np.arange(samples) + 0.5) * (pd.Timedelta(bar_length).value / samples))
+    points = pd.DatetimeIndex(
+        (index.as_unit("ns").asi8[:, None] + offsets.astype(np.int64)).ravel(), tz="UTC"
+    )
+    out = {}
+    for name, (zone, open_hour, close_hour) in SESSIONS.items():
+        local = points.tz_convert(zone)
+        hours = local.hour + local.minute / 60.0
+        is_open = (local.day_of_week < 5) & (hours >= open_hour) & (hours < close_hour)
+        out[name] = np.asarray(is_open, dtype=np.float64).reshape(len(index), samples).mean(1)
+    return pd.DataFrame(out, index=index)
+
+
+def compute_features(bars: pd.DataFrame, *, volatility_window: int = 24,
+                     sessions: bool = False,
+                     bar_length: pd.Timedelta | None = None) -> pd.DataFrame:
     """Causal per-bar features: row ``t`` uses bars ``<= t`` only.
 
     Columns (`FEATURE_NAMES`): log return of the close, high-low range / close,
     body (close - open) / close, rolling standard deviation of log returns over
     ``volatility_window`` bars, and time of day and day of week as sin/cos pairs (of the bar's
-    open time, UTC). Warm-up NaNs are filled with 0.
+    open time, UTC). With ``sessions``, also `SESSION_FEATURE_NAMES` (`session_features`).
+    Warm-up NaNs are filled with 0.
 
     Args:
         bars: Bars with ``open, high, low, close`` and a DatetimeIndex.
         volatility_window: Bars in the rolling volatility window (>= 2).
+        sessions: Append the Tokyo, London and New York session columns.
+        bar_length: Bar length for the session shares; None: the median bar spacing.
 
     Returns:
         float64 features, same index as ``bars``.
@@ -94,6 +141,12 @@ def compute_features(bars: pd.DataFrame, *, volatility_window: int = 24) -> pd.D
         },
         index=bars.index,
     )
+    if sessions:
+        if bar_length is None:
+            bar_length = pd.Timedelta(int(np.median(np.diff(index.as_unit("ns").asi8))), "ns")
+        shares = session_features(index, bar_length)
+        for name in SESSION_FEATURE_NAMES:
+            features[name] = shares[name].to_numpy()
     return features.fillna(0.0)
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 from fxai_tune.data._config import DataConfig
 from fxai_tune.data._features import (
     FEATURE_NAMES,
+    SESSION_FEATURE_NAMES,
     FeatureNormalizer,
     compute_features,
     resample_bars,
@@ -26,9 +27,10 @@ from fxai_tune.data._sample import load_sample
 from fxai_tune.data._splits import Split, split_by_date, split_by_fraction, walk_forward_splits
 from fxai_tune.data._synthetic import generate_synthetic_bars
 from fxai_tune.data._timeframes import (
+    calendar_periods_per_year,
+    fx_bins,
     infer_timeframe,
     parse_timeframe,
-    periods_per_year,
     timeframe_name,
 )
 
@@ -44,26 +46,31 @@ def completed_bar_index(
     base_times: pd.DatetimeIndex,
     base_step: pd.Timedelta,
     tf_times: pd.DatetimeIndex,
-    tf_step: pd.Timedelta,
+    tf_step: pd.Timedelta | pd.DatetimeIndex,
 ) -> np.ndarray:
     """For each base bar ``t``, the index of the last ``tf`` bar complete at its close (-1: none).
 
-    A ``tf`` bar labelled ``T`` covers ``[T, T + tf_step)``; it is complete at the close of
-    base bar ``t`` when ``T + tf_step <= base_times[t] + base_step`` *and* every base bar in it
-    has index ``<= t`` (the second condition only matters for irregular data).
+    A ``tf`` bar labelled ``T`` closes at ``C`` (``T + tf_step``, or ``tf_step[j]`` when close
+    times are given, as `fx_bins` gives them); it is complete at the close of base bar ``t``
+    when ``C <= base_times[t] + base_step`` *and* every base bar in it has index ``<= t`` (the
+    second condition matters for irregular data and for bars merged into a bin from the
+    weekend).
 
     Args:
         base_times: Base bar open times, increasing.
         base_step: Base bar length.
         tf_times: Open times of the resampled bars (`resample_bars` labels), increasing.
-        tf_step: Resampled bar length.
+        tf_step: Resampled bar length, or the close time of every resampled bar.
 
     Returns:
         int64 array of shape ``(len(base_times),)``, non-decreasing.
     """
     base_ns = base_times.as_unit("ns").asi8
     tf_ns = tf_times.as_unit("ns").asi8
-    ends = tf_ns + tf_step.value
+    if isinstance(tf_step, pd.DatetimeIndex):
+        ends = tf_step.as_unit("ns").asi8
+    else:
+        ends = tf_ns + tf_step.value
     by_time = np.searchsorted(ends, base_ns + base_step.value, side="right") - 1
     # Last base bar of each tf bin: the one before the next bin's first bar.
     first_member = np.searchsorted(base_ns, tf_ns, side="left")
@@ -120,10 +127,14 @@ class DataManager:
         self.base_timeframe: str = next(
             tf for tf in self.windows if parse_timeframe(tf) == base_step
         )
-        self.periods_per_year: float = config.periods_per_year or periods_per_year(
-            timeframe_name(base_step)
+        self.periods_per_year: float = config.periods_per_year or calendar_periods_per_year(
+            pd.DatetimeIndex(bars.index)
         )
-        self.feature_names: tuple[str, ...] = FEATURE_NAMES
+        """Base bars a year: ``DataConfig.periods_per_year``, else counted on the FX calendar
+        of the bars (`calendar_periods_per_year`: bars per trading day x 260)."""
+        self.feature_names: tuple[str, ...] = FEATURE_NAMES + (
+            SESSION_FEATURE_NAMES if config.session_features else ()
+        )
         self.gap: int = self._lookback()
         """Bars between splits: the largest observation window, in base bars."""
         index = pd.DatetimeIndex(bars.index)
@@ -145,11 +156,14 @@ class DataManager:
             tf_bars = bars if tf == self.base_timeframe else resample_bars(bars, tf)
             self.bars_by_timeframe[tf] = tf_bars
             self.raw_features[tf] = compute_features(
-                tf_bars, volatility_window=config.volatility_window
+                tf_bars, volatility_window=config.volatility_window,
+                sessions=config.session_features, bar_length=parse_timeframe(tf),
             )
             tf_index = pd.DatetimeIndex(tf_bars.index)
+            closes = (parse_timeframe(tf) if tf == self.base_timeframe
+                      else fx_bins(index, tf).closes)
             self.last_complete[tf] = _frozen(
-                completed_bar_index(index, base_step, tf_index, parse_timeframe(tf))
+                completed_bar_index(index, base_step, tf_index, closes)
             )
             self._first_member[tf] = np.searchsorted(
                 index.as_unit("ns").asi8, tf_index.as_unit("ns").asi8, side="left"
