@@ -24,7 +24,13 @@ from fxai_tune.rl._config import TrainConfig
 from fxai_tune.rl._envs import make_data_manager, make_vector_env
 from fxai_tune.rl._evaluation import ActionFn, EpisodeResult, policy_actions, run_episodes
 from fxai_tune.rl._train import TrainingRun
-from fxai_tune.stats import ConfidenceInterval, bootstrap_confidence_interval, trading_metrics
+from fxai_tune.stats import (
+    OVERFIT_PBO,
+    SIGNIFICANT_DSR,
+    ConfidenceInterval,
+    bootstrap_confidence_interval,
+    trading_metrics,
+)
 
 __all__ = [
     "BOOTSTRAP_CONFIDENCE",
@@ -60,10 +66,6 @@ REPORT_COLUMNS = (
 
 BOOTSTRAP_CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 1000
-SIGNIFICANT_DSR = 0.95
-"""DSR at or above which the search's best trial is significant at 5% (as in `fxai_tune.tune`)."""
-OVERFIT_PBO = 0.5
-"""PBO above which picking the in-sample best does worse than chance out of sample."""
 BASELINE_LABELS = {"buy_and_hold": "buy-and-hold", "flat": "flat", "random": "random"}
 
 

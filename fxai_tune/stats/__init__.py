@@ -21,6 +21,8 @@ from fxai_tune.stats._bootstrap import (
 )
 from fxai_tune.stats._metrics import TRADING_METRIC_KEYS, sharpe_per_period, trading_metrics
 from fxai_tune.stats._overfitting import (
+    OVERFIT_PBO,
+    SIGNIFICANT_DSR,
     BacktestOverfitting,
     DeflatedSharpe,
     deflated_sharpe_ratio,
@@ -31,6 +33,8 @@ from fxai_tune.stats._overfitting import (
 
 __all__ = [
     "BOOTSTRAP_STATISTICS",
+    "OVERFIT_PBO",
+    "SIGNIFICANT_DSR",
     "TRADING_METRIC_KEYS",
     "BacktestOverfitting",
     "ConfidenceInterval",

@@ -26,6 +26,8 @@ from scipy import stats as sps
 from fxai_tune.stats._metrics import as_finite_1d, sharpe_per_period
 
 __all__ = [
+    "OVERFIT_PBO",
+    "SIGNIFICANT_DSR",
     "BacktestOverfitting",
     "DeflatedSharpe",
     "deflated_sharpe_ratio",
@@ -35,6 +37,11 @@ __all__ = [
 ]
 
 EULER_MASCHERONI = float(np.euler_gamma)
+
+SIGNIFICANT_DSR = 0.95
+"""DSR at or above which a search's best trial is significant at the 5% level."""
+OVERFIT_PBO = 0.5
+"""PBO above which picking the in-sample best does worse than chance out of sample."""
 
 _MAX_COMBINATIONS = 1_000_000
 """Refuse CSCV beyond this many IS/OOS splits (S = 24 gives 2.7 million): memory and time."""

@@ -21,6 +21,8 @@ import optuna
 from optuna.trial import TrialState
 
 from fxai_tune.stats import (
+    OVERFIT_PBO,
+    SIGNIFICANT_DSR,
     deflated_sharpe_ratio,
     probability_of_backtest_overfitting,
     sharpe_per_period,
@@ -29,10 +31,6 @@ from fxai_tune.tune._scoring import decode_returns
 
 __all__ = ["SIGNIFICANT_DSR", "search_statistics", "statistics_lines"]
 
-SIGNIFICANT_DSR = 0.95
-"""DSR at or above which the best trial is significant at the 5% level."""
-OVERFIT_PBO = 0.5
-"""PBO above which picking the in-sample best does worse than chance out of sample."""
 MAX_SPLITS = 16
 
 
