@@ -37,6 +37,9 @@ def make_market(
     periods_per_year: float = 6240.0,
     volatility: np.ndarray | None = None,
     name: str = "tiny",
+    symbol: str | None = "EURUSD",
+    conversion: np.ndarray | list[float] | None = None,
+    conversion_symbol: str | None = None,
 ) -> MarketData:
     """A market over ``close`` (and ``open_``, default: the previous close) with a 2h branch."""
     close = np.asarray(close, dtype=np.float64)
@@ -72,6 +75,9 @@ def make_market(
         pip_size=pip_size,
         periods_per_year=periods_per_year,
         volatility=np.zeros(0) if volatility is None else np.asarray(volatility, np.float64),
+        symbol=symbol,
+        conversion=None if conversion is None else np.asarray(conversion, dtype=np.float64),
+        conversion_symbol=conversion_symbol,
     )
 
 

@@ -24,6 +24,22 @@ def spreads(market: MarketData, config: EnvConfig) -> list[float]:
             for h in market.hour_of_day]
 
 
+def quote_to_account(market: MarketData, config: EnvConfig, mid_close: list[float]
+                     ) -> list[float]:
+    """Account-currency value of one quote-currency unit at each bar's close (docs/env.md)."""
+    symbol = market.symbol.replace("/", "").upper()
+    base, quote, account = symbol[:3], symbol[3:], config.account_currency
+    if quote == account:
+        return [1.0] * len(mid_close)
+    if base == account:
+        return [1.0 / p for p in mid_close]
+    pair = market.conversion_symbol.replace("/", "").upper()
+    if pair == quote + account:
+        return [float(p) for p in market.conversion]
+    assert pair == account + quote
+    return [1.0 / float(p) for p in market.conversion]
+
+
 def simulate(market: MarketData, config: EnvConfig, start: int, stop: int, actions,
              *, cost_scale: float = 1.0) -> list[dict]:
     """Step one episode from decision bar ``start`` (ends at ``stop``) with ``actions``.
@@ -38,8 +54,9 @@ def simulate(market: MarketData, config: EnvConfig, start: int, stop: int, actio
     shift = {"ask": -0.5, "bid": 0.5, "mid": 0.0}[market.price_side]
     mid_open = [float(p) + shift * s for p, s in zip(market.open, spread, strict=True)]
     mid_close = [float(p) + shift * s for p, s in zip(market.close, spread, strict=True)]
-    per_unit_extra = (cost.to_price(cost.slippage, market.pip_size)
-                      + cost.commission_per_lot / config.lot_size)
+    slippage = cost.to_price(cost.slippage, market.pip_size)
+    commission = cost.commission_per_lot / config.lot_size
+    rates = quote_to_account(market, config, mid_close)
 
     equity = peak = config.initial_equity
     pos = dd = max_dd = trade_pnl = 0.0
@@ -50,9 +67,10 @@ def simulate(market: MarketData, config: EnvConfig, start: int, stop: int, actio
     for k, action in enumerate(actions):
         t = start + k
         new = targets[action]
-        unit_cost = (0.5 * spread[t + 1] + per_unit_extra) * cost_scale
-        gap = pos * (mid_open[t + 1] - mid_close[t])
-        body = new * (mid_close[t + 1] - mid_open[t + 1])
+        rate = rates[t + 1]
+        unit_cost = ((0.5 * spread[t + 1] + slippage) * rate + commission) * cost_scale
+        gap = pos * (mid_open[t + 1] - mid_close[t]) * rate
+        body = new * (mid_close[t + 1] - mid_open[t + 1]) * rate
         trade_cost = abs(new - pos) * unit_cost
         gross = gap + body
         # Round trips: closing a position (flat or flip) ends a trade; a flip's cost is split.

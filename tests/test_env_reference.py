@@ -1,6 +1,7 @@
 """The fast vector engine against the plain-loop reference (`_reference_accounting`) on random
-configurations: sizes, spread (configured, rollover-widened or per bar from data), slippage,
-commission, penalties, differential Sharpe, difficulty-scaled costs and margin calls."""
+configurations: direct, inverse and cross pairs, sizes, spread (configured, rollover-widened or
+per bar from data), slippage, commission, penalties, differential Sharpe, difficulty-scaled
+costs and margin calls."""
 
 from __future__ import annotations
 
@@ -32,9 +33,15 @@ def random_case(seed: int):
     side = str(rng.choice(["ask", "bid", "mid"]))
     from_data = bool(rng.random() < 0.3)
     spread = rng.uniform(0.0, 4e-4, n) if from_data else None
+    # direct (EURUSD), inverse (USDCHF, also ~1.1 here) or cross (EURGBP through a GBP rate)
+    symbol = str(rng.choice(["EURUSD", "USDCHF", "EURGBP"]))
+    conversion_symbol = str(rng.choice(["GBPUSD", "USDGBP"])) if symbol == "EURGBP" else None
+    conversion = (1.3 * np.exp(np.cumsum(1e-3 * rng.standard_normal(n)))
+                  if conversion_symbol else None)
     market = random_walk_market(n, seed=seed, sigma=float(rng.choice([3e-4, 2e-3])),
                                 price_side=side, spread=spread,
-                                first_hour=int(rng.integers(24)))
+                                first_hour=int(rng.integers(24)), symbol=symbol,
+                                conversion=conversion, conversion_symbol=conversion_symbol)
     n_sizes = int(rng.integers(1, 4))
     big = rng.random() < 0.3  # large positions and a tight margin level: margin calls
     sizes = sorted(set(np.round(rng.uniform(0.1, 20.0 if big else 3.0, n_sizes), 2).tolist()))

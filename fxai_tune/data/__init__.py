@@ -15,6 +15,7 @@ from fxai_tune.data._features import (
 from fxai_tune.data._loaders import BAR_COLUMNS, FORMATS, DataError, load_bars
 from fxai_tune.data._manager import DataManager, completed_bar_index
 from fxai_tune.data._market import MarketData
+from fxai_tune.data._pairs import check_currency, split_pair
 from fxai_tune.data._sample import SAMPLE_PRICE_SIDE, SAMPLE_SYMBOL, load_sample, sample_path
 from fxai_tune.data._splits import Split, split_by_date, split_by_fraction, walk_forward_splits
 from fxai_tune.data._synthetic import (
@@ -56,6 +57,7 @@ __all__ = [
     "Split",
     "SyntheticConfig",
     "calendar_periods_per_year",
+    "check_currency",
     "completed_bar_index",
     "compute_features",
     "fx_bins",
@@ -71,6 +73,7 @@ __all__ = [
     "sample_path",
     "split_by_date",
     "split_by_fraction",
+    "split_pair",
     "timeframe_name",
     "walk_forward_splits",
 ]

@@ -15,7 +15,8 @@ from fxai_tune.data._loaders import (
     FORMATS,
     check_loader_options,
 )
-from fxai_tune.data._sample import SAMPLE_PRICE_SIDE
+from fxai_tune.data._pairs import split_pair
+from fxai_tune.data._sample import SAMPLE_PRICE_SIDE, SAMPLE_SYMBOL
 from fxai_tune.data._synthetic import SyntheticConfig
 from fxai_tune.data._timeframes import parse_timeframe
 
@@ -39,8 +40,17 @@ class DataConfig:
     """CSV/Parquet column map, ours -> the file's (``{"timestamp": "Date", "close": "Last"}``)."""
     timestamp_format: str | None = None
     """strftime format of the file's timestamps, or s/ms/us/ns for epoch numbers; None infers."""
-    symbol: str = "EURUSD"
-    """Currency pair, e.g. ``EURUSD`` or ``USDJPY`` (sets the default pip size)."""
+    symbol: str | None = None
+    """Currency pair, base then quote, e.g. ``EURUSD`` or ``USD/JPY``: sets the default pip size
+    and the currency of the P&L (converted to ``env.account_currency``). None: EURUSD for the
+    sample and synthetic sources; a file's pair stays undeclared and the environment refuses
+    it (it cannot tell the currency of the P&L)."""
+    conversion_source: str | None = None
+    """File of a second pair's bars (read with the same format options) whose closes convert
+    the quote currency into the account currency when it is neither side of ``symbol``
+    (EURGBP for a USD account: a GBPUSD or USDGBP file); None: no conversion series."""
+    conversion_symbol: str | None = None
+    """Pair of ``conversion_source`` (e.g. ``GBPUSD``); required with it."""
     pip_size: float | None = None
     """Price of one pip; None: 0.01 for JPY pairs, else 0.0001 (synthetic: its own pip_size)."""
     price_side: str | None = None
@@ -86,13 +96,20 @@ class DataConfig:
     """Extra bars left out between a fold's train and val windows, beyond the lookback."""
 
     @property
+    def resolved_symbol(self) -> str | None:
+        """``symbol``, or the source's: EURUSD for the sample and synthetic bars, else None."""
+        if self.symbol is not None:
+            return self.symbol
+        return SAMPLE_SYMBOL if self.source in SOURCES else None
+
+    @property
     def resolved_pip_size(self) -> float:
         """``pip_size``, or the source's: the generator's, 0.01 for JPY pairs, else 0.0001."""
         if self.pip_size is not None:
             return float(self.pip_size)
         if self.source == "synthetic":
             return float(self.synthetic.pip_size)
-        return 0.01 if "JPY" in self.symbol.upper() else 0.0001
+        return 0.01 if "JPY" in (self.symbol or "").upper() else 0.0001
 
     @property
     def resolved_price_side(self) -> str:
@@ -110,6 +127,19 @@ class DataConfig:
             raise ValueError(
                 f"source must be one of {SOURCES} or an existing file; got source={self.source!r}"
             )
+        if self.symbol is not None:
+            split_pair(self.symbol)
+        if (self.conversion_source is None) != (self.conversion_symbol is None):
+            raise ValueError(
+                "set conversion_source and conversion_symbol together (a file of the pair that "
+                f"converts the quote currency, e.g. GBPUSD), got conversion_source="
+                f"{self.conversion_source!r}, conversion_symbol={self.conversion_symbol!r}"
+            )
+        if self.conversion_source is not None:
+            split_pair(self.conversion_symbol, name="conversion_symbol")
+            if not Path(self.conversion_source).is_file():
+                raise ValueError(f"conversion_source must be an existing file, got "
+                                 f"conversion_source={self.conversion_source!r}")
         if self.format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}; got format={self.format!r}")
         if self.columns is not None:

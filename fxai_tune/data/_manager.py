@@ -272,6 +272,27 @@ class DataManager:
             outliers=cfg.outliers, outlier_multiple=cfg.outlier_multiple,
         )
 
+    def _conversion_closes(self, index: pd.DatetimeIndex) -> np.ndarray | None:
+        """Closes of ``conversion_source`` at every base bar: the close of its bar opening at
+        the same time, else of the last one before (forward-filled)."""
+        cfg = self.config
+        if cfg.conversion_source is None:
+            return None
+        bars = load_bars(
+            cfg.conversion_source, format=cfg.format, columns=cfg.columns,
+            timestamp_format=cfg.timestamp_format, timezone=cfg.timezone,
+            outliers=cfg.outliers, outlier_multiple=cfg.outlier_multiple,
+        )
+        closes = bars["close"].reindex(index, method="ffill")
+        if closes.isna().any():
+            first = index[int(np.flatnonzero(closes.isna().to_numpy())[0])]
+            raise DataError(
+                f"{cfg.conversion_source}: no {cfg.conversion_symbol} close at or before the "
+                f"bar of {first} of {self.source}; the conversion series must start no later "
+                f"than the traded pair's (first {cfg.conversion_symbol} bar: {bars.index[0]})"
+            )
+        return closes.to_numpy(dtype=np.float64).copy()
+
     @staticmethod
     def _check_windows(windows: Mapping[str, int], base_step: pd.Timedelta) -> dict[str, int]:
         base = timeframe_name(base_step)
@@ -329,6 +350,7 @@ class DataManager:
         }
         for name in ("open", "high", "low", "close"):
             arrays[name] = bars[name].to_numpy(dtype=np.float64).copy()
+        arrays["conversion"] = self._conversion_closes(index)
         return {k: (None if v is None else _frozen(v)) for k, v in arrays.items()}
 
     def _normalise(
@@ -380,6 +402,9 @@ class DataManager:
             periods_per_year=float(self.periods_per_year),
             volatility=a["volatility"],
             feature_bound=float(self.config.clip),
+            symbol=self.config.resolved_symbol,
+            conversion=a["conversion"],
+            conversion_symbol=self.config.conversion_symbol,
         )
 
     def _span(self, split: Split) -> str:

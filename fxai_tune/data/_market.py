@@ -44,6 +44,14 @@ class MarketData:
         periods_per_year: Base bars per trading year, used to annualise Sharpe ratios.
         volatility: Realised volatility of log returns per base bar (rolling, causal), float64,
             shape ``(n,)``; the curriculum uses it to pick calm or volatile episodes.
+        symbol: The traded pair (``"EURUSD"``: EUR priced in USD; any form `split_pair`
+            reads), or None when not declared (the environment then refuses to trade it: it
+            cannot tell the currency of the P&L).
+        conversion: Close prices per base bar of ``conversion_symbol``, the pair that converts
+            the quote currency into the account currency when it is neither side of
+            ``symbol`` (EURGBP for a USD account: GBPUSD or USDGBP), float64 ``(n,)``; None
+            when not given.
+        conversion_symbol: Pair of ``conversion``.
         feature_bound: Every feature value lies in ``[-feature_bound, feature_bound]`` (the
             normaliser's clip, `DataConfig.clip`); the observation Boxes declare it. Default
             ``inf``: unbounded (hand-made markets).
@@ -68,6 +76,9 @@ class MarketData:
     periods_per_year: float
     volatility: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
     feature_bound: float = float("inf")
+    symbol: str | None = None
+    conversion: np.ndarray | None = field(repr=False, default=None)
+    conversion_symbol: str | None = None
 
     @property
     def n_decisions(self) -> int:

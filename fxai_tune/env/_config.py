@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from fxai_tune.data._pairs import check_currency
+
 __all__ = ["CostConfig", "CurriculumEnvConfig", "EnvConfig", "RewardConfig"]
 
 COST_UNITS = ("pips", "price")
@@ -67,8 +69,7 @@ class CostConfig:
     slippage: float = 0.1
     """Adverse fill price move per unit traded, in ``unit``, paid on every change of position."""
     commission_per_lot: float = 0.0
-    """Commission per side per lot (``EnvConfig.lot_size`` units), in the account currency
-    (= the quote currency)."""
+    """Commission per side per lot (``EnvConfig.lot_size`` units), in the account currency."""
 
     def __post_init__(self) -> None:
         owner = "CostConfig"
@@ -194,8 +195,11 @@ class EnvConfig:
     """Position sizes in lots; actions are the targets [-s_k..-s_1, 0, s_1..s_k] x lot_size."""
     lot_size: float = 100_000.0
     """Units of the base currency per lot (a standard lot is 100,000)."""
+    account_currency: str = "USD"
+    """Currency of the account (equity, commission, margin): P&L and costs in the pair's quote
+    currency are converted at each bar's rate (``docs/env.md``, "Account currency")."""
     initial_equity: float = 100_000.0
-    """Starting equity of each episode in the account currency (= the quote currency)."""
+    """Starting equity of each episode in the account currency."""
     episode_length: int = 720
     """Steps per episode in ``"random"`` mode (truncated earlier at the split end)."""
     margin_call_fraction: float = 0.5
@@ -233,6 +237,7 @@ class EnvConfig:
             raise ValueError(f"{owner}.position_sizes must be non-empty, positive and unique, "
                              f"got position_sizes={self.position_sizes!r}")
         self.position_sizes = sorted(sizes)
+        check_currency(owner, "account_currency", self.account_currency)
         self.lot_size = _check_finite(owner, "lot_size", self.lot_size, low=0.0, low_open=True)
         self.initial_equity = _check_finite(owner, "initial_equity", self.initial_equity,
                                             low=0.0, low_open=True)

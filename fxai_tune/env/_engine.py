@@ -4,13 +4,15 @@
 share every line of the accounting. ``tests/_reference_accounting.py`` is the same accounting
 as a plain per-bar loop; the engine is tested against it on random configurations.
 
-One step of an env at decision bar ``t`` that holds ``pos`` units and targets ``new`` (see
-``../shared/DOMAIN.md``; prices are mids, PnL is in the quote currency)::
+One step of an env at decision bar ``t`` that holds ``pos`` units and targets ``new`` (the
+formulas and their reasons: ``docs/env.md``; prices are mids, ``rate`` converts the quote
+currency into the account currency)::
 
-    gap   = pos * (mid_open[t+1] - mid_close[t])        # old position across the bar boundary
-    cost  = |new - pos| * unit_cost[t+1] * cost_scale   # fill at open[t+1]
-    body  = new * (mid_close[t+1] - mid_open[t+1])      # new position over bar t+1
-    E_new = E_old + ((gap + body) - cost)               # equity marked at the mid close
+    rate  = quote_to_account[t+1]                           # at t+1's mid close
+    gap   = pos * (mid_open[t+1] - mid_close[t]) * rate     # old position across the boundary
+    cost  = |new - pos| * unit_cost                         # fill at open[t+1]
+    body  = new * (mid_close[t+1] - mid_open[t+1]) * rate   # new position over bar t+1
+    E_new = E_old + ((gap + body) - cost)                   # equity marked at the mid close
 
 The open trade (a position on one side, from the fill that opened it) accumulates its own PnL,
 costs included; a trade closes when the side changes away from a position (flat or flip), and
@@ -230,8 +232,11 @@ class TradingEngine:
         cur = self.config.curriculum
         self._difficulty = level
         self.cost_scale = cur.min_cost_scale + (1.0 - cur.min_cost_scale) * level
-        self.unit_cost = self.tables.unit_cost * self.cost_scale
-        """Cost per unit traded at the open of each bar, at this difficulty."""
+        self.price_cost = self.tables.price_cost * self.cost_scale
+        """Half spread plus slippage per unit traded at the open of each bar (price units), at
+        this difficulty."""
+        self.commission_per_unit = self.tables.commission_per_unit * self.cost_scale
+        """Commission per unit traded (account currency), at this difficulty."""
         tables = self.tables
         full = self.config.episode_length
         shortest = min(cur.min_episode_length, full)
@@ -352,10 +357,12 @@ class TradingEngine:
         t, nxt = s.t, s.t + 1
         pos, new = self.targets[s.action], self.targets[a]
 
-        # Fill at the open of t+1, mark at its close.
-        unit_cost = self.unit_cost[nxt]
-        gap = pos * (tables.mid_open[nxt] - tables.mid_close[t])
-        body = new * (tables.mid_close[nxt] - tables.mid_open[nxt])
+        # Fill at the open of t+1, mark at its close; quote-currency amounts in the account
+        # currency at the rate of t+1's close.
+        rate = tables.quote_to_account[nxt]
+        unit_cost = self.price_cost[nxt] * rate + self.commission_per_unit
+        gap = pos * (tables.mid_open[nxt] - tables.mid_close[t]) * rate
+        body = new * (tables.mid_close[nxt] - tables.mid_open[nxt]) * rate
         cost = np.abs(new - pos) * unit_cost
         gross = gap + body
         equity_old = s.equity

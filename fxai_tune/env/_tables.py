@@ -8,6 +8,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from fxai_tune.data._market import MarketData
+from fxai_tune.data._pairs import split_pair
 from fxai_tune.env._config import EnvConfig
 
 __all__ = ["MarketTables"]
@@ -22,18 +23,67 @@ PRICE_SIDES = ("ask", "bid", "mid")
 MAX_WINDOW_CACHE_BYTES = 512 * 2**20
 
 
+def pair_currencies(market: MarketData) -> tuple[str, str]:
+    """``(base, quote)`` of ``market.symbol``; refuses an undeclared pair."""
+    if market.symbol is None:
+        raise ValueError(f"MarketData {market.name!r} declares no currency pair (symbol=None), "
+                         "so the currency of its P&L is unknown; set DataConfig.symbol, e.g. "
+                         "'EURUSD' or 'USDJPY'")
+    return split_pair(market.symbol, owner="MarketData")
+
+
+def conversion_rates(market: MarketData, account: str, mid_close: np.ndarray) -> np.ndarray:
+    """Account-currency value of one unit of the quote currency at the close of each bar.
+
+    Direct (quote == account, EURUSD for USD): 1. Inverse (base == account, USDJPY for USD):
+    ``1 / mid_close``. Cross (EURGBP for USD): the close of ``market.conversion``, a series of
+    quote+account (GBPUSD) or, divided, of account+quote (USDGBP).
+
+    Raises:
+        ValueError: When the rate needs a conversion series that is missing or of another pair.
+    """
+    base, quote = pair_currencies(market)
+    n = len(mid_close)
+    if quote == account:
+        return np.ones(n)
+    if base == account:
+        return 1.0 / mid_close
+    wanted = (quote + account, account + quote)
+    if market.conversion is None:
+        raise ValueError(f"{market.symbol} P&L is in {quote}; account_currency={account!r} "
+                         f"needs a {wanted[0]} or {wanted[1]} rate series: set "
+                         "DataConfig.conversion_source and conversion_symbol")
+    pair = "".join(split_pair(market.conversion_symbol, owner="MarketData",
+                              name="conversion_symbol"))
+    if pair not in wanted:
+        raise ValueError(f"{market.symbol} P&L in {quote} converts to {account} through "
+                         f"{wanted[0]} or {wanted[1]}, got conversion_symbol="
+                         f"{market.conversion_symbol!r}")
+    closes = np.asarray(market.conversion, dtype=np.float64)
+    if closes.shape != (n,) or not np.all(np.isfinite(closes)) or np.any(closes <= 0):
+        raise ValueError(f"MarketData.conversion must hold {n} finite prices > 0, got shape "
+                         f"{closes.shape}")
+    return closes.copy() if pair == wanted[0] else 1.0 / closes
+
+
 class MarketTables:
     """Mid prices, per-unit costs and observation windows of one split.
 
     Prices in ``MarketData`` are the quote side ``price_side``; the mid is the price minus half
     the spread for ask data, plus half for bid data. PnL is marked on mids; every unit traded
-    pays half the spread plus slippage plus ``commission_per_lot / lot_size``.
+    pays half the spread plus slippage (quote currency) plus ``commission_per_lot / lot_size``
+    (account currency).
 
     Attributes:
+        base, quote: Currencies of the pair (``MarketData.symbol``).
         mid_open: ``(n,)`` float64 mid open prices.
         mid_close: ``(n,)`` float64 mid close prices.
         spread: ``(n,)`` float64 spread in price units used for each bar.
-        unit_cost: ``(n,)`` float64 cost per unit traded at the open of each bar (difficulty 1).
+        price_cost: ``(n,)`` float64 half spread plus slippage per unit traded at the open of
+            each bar, in price units (quote currency; difficulty 1).
+        commission_per_unit: Commission per unit traded, in the account currency.
+        quote_to_account: ``(n,)`` float64 account-currency value of one unit of the quote
+            currency at the close of each bar (`conversion_rates`).
         timeframes: Observation branches, in config order.
         window_index: ``(n_timeframes, n)`` intp; row ``j``, column ``t``: index of the first
             bar of timeframe ``j``'s window at the close of base bar ``t``.
@@ -68,8 +118,11 @@ class MarketTables:
         sign = {"ask": -1.0, "bid": 1.0, "mid": 0.0}[market.price_side]
         self.mid_open = np.asarray(market.open, dtype=np.float64) + sign * half
         self.mid_close = np.asarray(market.close, dtype=np.float64) + sign * half
-        self.unit_cost = (half + cost.to_price(cost.slippage, market.pip_size)
-                          + cost.commission_per_lot / config.lot_size)
+        self.price_cost = half + cost.to_price(cost.slippage, market.pip_size)
+        self.commission_per_unit = cost.commission_per_lot / config.lot_size
+        self.base, self.quote = pair_currencies(market)
+        self.quote_to_account = conversion_rates(market, config.account_currency,
+                                                 self.mid_close)
 
         self.timeframes = tuple(config.windows)
         self.window_lengths = tuple(config.windows.values())
