@@ -28,6 +28,8 @@ def make_market(
     close: np.ndarray | list[float],
     *,
     open_: np.ndarray | list[float] | None = None,
+    high: np.ndarray | list[float] | None = None,
+    low: np.ndarray | list[float] | None = None,
     spread: np.ndarray | list[float] | None = None,
     price_side: str = "ask",
     start: int = 0,
@@ -41,14 +43,15 @@ def make_market(
     conversion: np.ndarray | list[float] | None = None,
     conversion_symbol: str | None = None,
 ) -> MarketData:
-    """A market over ``close`` (and ``open_``, default: the previous close) with a 2h branch."""
+    """A market over ``close`` (and ``open_``, default: the previous close; ``high`` / ``low``,
+    default: the larger / smaller of open and close) with a 2h branch."""
     close = np.asarray(close, dtype=np.float64)
     n = len(close)
     if open_ is None:
         open_ = np.concatenate([close[:1], close[:-1]])
     open_ = np.asarray(open_, dtype=np.float64)
-    high = np.maximum(open_, close)
-    low = np.minimum(open_, close)
+    high = np.maximum(open_, close) if high is None else np.asarray(high, dtype=np.float64)
+    low = np.minimum(open_, close) if low is None else np.asarray(low, dtype=np.float64)
     idx = np.arange(n)
     base = np.stack([idx, close], axis=1).astype(np.float32)
     n2 = n // 2

@@ -54,6 +54,8 @@ def simulate(market: MarketData, config: EnvConfig, start: int, stop: int, actio
     shift = {"ask": -0.5, "bid": 0.5, "mid": 0.0}[market.price_side]
     mid_open = [float(p) + shift * s for p, s in zip(market.open, spread, strict=True)]
     mid_close = [float(p) + shift * s for p, s in zip(market.close, spread, strict=True)]
+    mid_high = [float(p) + shift * s for p, s in zip(market.high, spread, strict=True)]
+    mid_low = [float(p) + shift * s for p, s in zip(market.low, spread, strict=True)]
     slippage = cost.to_price(cost.slippage, market.pip_size)
     commission = cost.commission_per_lot / config.lot_size
     rates = quote_to_account(market, config, mid_close)
@@ -66,12 +68,32 @@ def simulate(market: MarketData, config: EnvConfig, start: int, stop: int, actio
     records = []
     for k, action in enumerate(actions):
         t = start + k
-        new = targets[action]
+        wanted = targets[action]
         rate = rates[t + 1]
+        p_open = mid_open[t + 1]
         unit_cost = ((0.5 * spread[t + 1] + slippage) * rate + commission) * cost_scale
-        gap = pos * (mid_open[t + 1] - mid_close[t]) * rate
-        body = new * (mid_close[t + 1] - mid_open[t + 1]) * rate
+        gap = pos * (p_open - mid_close[t]) * rate
+        # Margin: refuse an order adding exposure that the equity after its fill cannot carry.
+        adds = abs(wanted) > abs(pos) or wanted * pos < 0
+        margin = abs(wanted) * p_open * rate / config.leverage
+        new = wanted
+        if adds and margin > equity + gap - abs(wanted - pos) * unit_cost:
+            new = pos
         trade_cost = abs(new - pos) * unit_cost
+        # Stop-out: walk from the open to the adverse extreme of the bar.
+        stop_equity = config.stop_out_level * abs(new) * p_open * rate / config.leverage
+        fill_equity = equity + gap - trade_cost
+        exit_price, stopped = mid_close[t + 1], False
+        if new != 0:
+            extreme = mid_low[t + 1] if new > 0 else mid_high[t + 1]
+            if fill_equity + new * (extreme - p_open) * rate < stop_equity:
+                stopped = True
+                # the price where equity reaches stop_equity, inside [open, extreme]
+                exit_price = p_open + (stop_equity - fill_equity) / (new * rate)
+                lo, hi = min(p_open, extreme), max(p_open, extreme)
+                exit_price = min(max(exit_price, lo), hi)
+        body = new * (exit_price - p_open) * rate
+        stop_cost = abs(new) * unit_cost if stopped else 0.0
         gross = gap + body
         # Round trips: closing a position (flat or flip) ends a trade; a flip's cost is split.
         side_old, side_new = np.sign(pos), np.sign(new)
@@ -85,11 +107,17 @@ def simulate(market: MarketData, config: EnvConfig, start: int, stop: int, actio
         else:
             trade_pnl += gap + body - trade_cost
         trades += new != pos
-        flat_steps = flat_steps + 1 if side_new == 0 else 0
-        hold_steps = hold_steps + 1 if side_new != 0 and side_new == side_old else (
-            1 if side_new != 0 else 0)
+        if stopped:  # the stop-out closes the trade just updated
+            closed += 1
+            wins += (trade_pnl - stop_cost) > 0
+            trades += 1
+            trade_pnl = 0.0
+        held = 0.0 if stopped else new
+        flat_steps = flat_steps + 1 if held == 0 else 0
+        hold_steps = 0 if held == 0 else (hold_steps + 1 if side_new == side_old else 1)
+        trade_cost += stop_cost
 
-        new_equity = equity + gross - trade_cost
+        new_equity = max(equity + gross - trade_cost, 0.0)  # negative balance protection
         peak = max(peak, new_equity)
         new_dd = 1.0 - new_equity / peak
         max_dd = max(max_dd, new_dd)
@@ -107,16 +135,16 @@ def simulate(market: MarketData, config: EnvConfig, start: int, stop: int, actio
                  "holding": -1.0 if hold_steps > rw.max_holding else 0.0,
                  "differential_sharpe": dsr}
         reward = rw.scale * sum(getattr(w, name) * value for name, value in comps.items())
-        equity, pos, dd = new_equity, new, new_dd
+        equity, pos, dd = new_equity, held, new_dd
         rewards.append(reward)
         returns.append(r)
-        terminated = equity < config.margin_call_fraction * config.initial_equity
+        terminated = stopped or equity <= 0.0
         truncated = not terminated and t + 1 >= stop
-        portfolio = [new / targets[-1], trade_pnl / equity,
+        portfolio = [held / targets[-1], trade_pnl / equity if equity > 0 else 0.0,
                      hold_steps / config.position_time_scale, dd]
         records.append({"equity": equity, "reward": reward, "components": comps,
                         "terminated": terminated, "truncated": truncated,
-                        "position": new, "portfolio": portfolio})
+                        "position": held, "portfolio": portfolio})
         if terminated or truncated:
             n = len(returns)
             sd = float(np.std(returns, ddof=1)) if n > 1 else 0.0

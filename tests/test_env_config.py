@@ -46,7 +46,9 @@ from fxai_tune.env import (
     (EnvConfig, {"lot_size": 0.0}, "lot_size"),
     (EnvConfig, {"initial_equity": -1.0}, "initial_equity"),
     (EnvConfig, {"episode_length": 0}, "episode_length"),
-    (EnvConfig, {"margin_call_fraction": 1.0}, "margin_call_fraction"),
+    (EnvConfig, {"leverage": -1.0}, "leverage"),
+    (EnvConfig, {"stop_out_level": 1.01}, "stop_out_level"),
+    (EnvConfig, {"account_currency": "usd"}, "account_currency"),
     (EnvConfig, {"mode": "walk"}, "mode"),
     (EnvConfig, {"position_time_scale": 0.0}, "position_time_scale"),
 ])

@@ -52,30 +52,33 @@ def test_episode_statistics_match_a_hand_computation():
     assert "trading_episode" not in infos[0]
 
 
-def test_margin_call_terminates_and_does_not_truncate():
+def test_a_stop_out_terminates_and_does_not_truncate():
     close = [1.1, 1.1, 1.1, 1.1, 1.04, 1.04, 1.04, 1.04]
-    env = TradingEnvironment(make_market(close), config=small_config(position_sizes=[10.0]))
+    env = TradingEnvironment(make_market(close), config=small_config(position_sizes=[20.0]))
     env.reset(seed=0)
-    _, _, terminated, truncated, info = env.step(2)  # long 10 lots into a 600-pip fall
+    _, _, terminated, truncated, info = env.step(2)  # long 20 lots into a 600-pip fall
     assert terminated and not truncated
-    assert info["equity"] == pytest.approx(100_000.0 - 1_000_000 * 0.06, abs=1e-6)
+    # Closed at the stop-out level: 50% of the used margin 2,000,000 x 1.1 / 30.
+    stop_equity = 0.5 * 2_000_000 * 1.1 / 30.0
+    assert info["equity"] == pytest.approx(stop_equity, rel=1e-12)
     assert info["trading_episode"]["length"] == 1
-    assert info["trading_episode"]["max_drawdown"] == pytest.approx(0.6, abs=1e-12)
+    assert info["trading_episode"]["max_drawdown"] == pytest.approx(
+        1.0 - stop_equity / 100_000.0, abs=1e-12)
     with pytest.raises(RuntimeError, match="reset"):
         env.step(1)
 
 
-def test_margin_call_in_a_vector_env_autoresets_only_that_env():
+def test_a_stop_out_in_a_vector_env_autoresets_only_that_env():
     close = [1.1, 1.1, 1.1, 1.1, 1.04, 1.04, 1.04, 1.04]
     env = VectorTradingEnv(make_market(close), num_envs=2,
-                           config=small_config(position_sizes=[10.0]))
+                           config=small_config(position_sizes=[20.0]))
     obs, _ = env.reset(seed=0)
     obs, _, terminated, truncated, infos = env.step(np.array([2, 1]))
     assert terminated.tolist() == [True, False] and truncated.tolist() == [False, False]
     assert infos["_trading_episode"].tolist() == [True, False]
     assert infos["_final_obs"].tolist() == [True, False]
     assert infos["final_obs"][1] is None
-    assert infos["final_obs"][0]["portfolio"][0] == 1.0  # final obs: long
+    assert infos["final_obs"][0]["portfolio"][0] == 0.0  # final obs: stopped out, flat
     assert obs["portfolio"][0].tolist() == [0.0, 0.0, 0.0, 0.0]  # reset obs
     assert obs["1h"][0, -1, 0] == FIRST_BAR
     assert env.engine.equity.tolist() == [100_000.0, 100_000.0]

@@ -149,3 +149,90 @@ def test_a_file_without_a_declared_pair_reaches_the_env_as_undeclared_and_is_ref
 def test_bad_pair_settings_are_refused_naming_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         DataConfig(**kwargs)
+
+
+# -- margin and leverage -----------------------------------------------------------------------
+
+
+def test_an_order_the_margin_cannot_carry_is_refused_and_the_position_kept():
+    market = make_market([1.1] * 10, price_side="mid")
+    # 40 lots of EURUSD at 1.1 = 4.4M USD; at 30:1 they need 146,667 USD of margin > 100,000.
+    # actions: 0 short 40, 1 short 1, 2 flat, 3 long 1, 4 long 40
+    infos = _run(market, [3, 3, 0, 4], position_sizes=[1.0, 40.0], leverage=30.0)
+    assert [i["position"] for i in infos] == [LOT, LOT, LOT, LOT]  # 40 lots refused: long 1 kept
+    infos = _run(market, [3, 4], position_sizes=[1.0, 40.0], leverage=50.0)  # 88,000: carried
+    assert [i["position"] for i in infos] == [LOT, 40 * LOT]
+
+
+def test_a_stop_out_closes_the_position_where_the_margin_level_reaches_the_stop_out_level():
+    close = [1.1, 1.1, 1.1, 1.1, 1.08, 1.08, 1.08, 1.08]
+    low = [1.1, 1.1, 1.1, 1.1, 1.05, 1.08, 1.08, 1.08]
+    market = make_market(close, low=low, price_side="mid")
+    env = TradingEnvironment(market, config=small_config(
+        position_sizes=[20.0], leverage=100.0, stop_out_level=0.5))
+    env.reset(seed=0)
+    obs, _, terminated, truncated, info = env.step(2)  # long 20 lots at 1.1
+    # Used margin 2,000,000 x 1.1 / 100 = 22,000; stop-out at equity 11,000: a loss of 89,000,
+    # i.e. 4.45 cents: the position is closed at 1.0555 on the way to the bar's low of 1.05.
+    assert terminated and not truncated
+    assert info["equity"] == pytest.approx(11_000.0, rel=1e-9)
+    assert info["position"] == 0.0
+    assert obs["portfolio"][0] == 0.0
+    assert info["trading_episode"]["losses"] == 1
+    assert obs in env.observation_space
+
+
+def test_no_stop_out_while_the_margin_level_stays_above_the_stop_out_level():
+    close = [1.1, 1.1, 1.1, 1.1, 1.08, 1.08, 1.08, 1.08]
+    low = [1.1, 1.1, 1.1, 1.1, 1.06, 1.08, 1.08, 1.08]  # equity 20,000 at the low: level 0.91
+    market = make_market(close, low=low, price_side="mid")
+    infos = _run(market, [2], position_sizes=[20.0], leverage=100.0, stop_out_level=0.5)
+    assert infos[0]["equity"] == pytest.approx(E0 - 2e6 * 0.02, rel=1e-9)
+    assert infos[0]["position"] == 20 * LOT
+
+
+def test_a_gap_through_zero_equity_stops_out_at_the_open_and_keeps_features_in_their_bounds():
+    # 20 lots long into a 1,000-pip gap: the open is far past the stop-out and zero equity.
+    close = [1.1, 1.1, 1.1, 1.1, 1.1, 1.0, 1.0, 1.0]
+    open_ = [1.1, 1.1, 1.1, 1.1, 1.1, 1.0, 1.0, 1.0]
+    market = make_market(close, open_=open_, price_side="mid")
+    env = TradingEnvironment(market, config=small_config(position_sizes=[20.0]))
+    env.reset(seed=0)
+    obs, *_ = env.step(2)
+    obs, _, terminated, _, info = env.step(2)
+    assert terminated
+    assert info["equity"] == 0.0  # negative balance protection: the loss stops at the deposit
+    assert obs["portfolio"][3] == 1.0  # drawdown
+    assert obs in env.observation_space
+    assert np.isfinite(info["reward_components"]["pnl"])
+
+
+def test_observations_stay_in_their_declared_space_on_extreme_random_paths():
+    rng = np.random.default_rng(3)
+    steps = 4e-2 * rng.standard_normal(300) * (rng.random(300) < 0.1)  # rare 4% jumps
+    market = make_market(1.1 * np.exp(np.cumsum(steps)), price_side="mid")
+    env = TradingEnvironment(market, config=small_config(
+        mode="random", episode_length=50, position_sizes=[1.0, 10.0, 25.0], leverage=500.0))
+    space = env.observation_space
+    ended = 0
+    for seed in range(20):
+        obs, _ = env.reset(seed=seed)
+        assert obs in space
+        for a in rng.integers(0, env.action_space.n, 50):
+            obs, _, terminated, truncated, info = env.step(a)
+            assert obs in space, (seed, obs["portfolio"])
+            assert info["equity"] >= 0.0
+            if terminated or truncated:
+                ended += terminated
+                break
+    assert ended >= 3  # stop-outs happened
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"leverage": 0.0}, "leverage"),
+    ({"stop_out_level": 0.0}, "stop_out_level"),
+    ({"stop_out_level": 1.5}, "stop_out_level"),
+])
+def test_bad_margin_settings_are_refused_naming_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        EnvConfig(**kwargs)

@@ -1,9 +1,11 @@
 """The fast vector engine against the plain-loop reference (`_reference_accounting`) on random
 configurations: direct, inverse and cross pairs, sizes, spread (configured, rollover-widened or
 per bar from data), slippage, commission, penalties, differential Sharpe, difficulty-scaled
-costs and margin calls."""
+costs, orders refused for margin, stop-outs inside the bar and after gaps."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -42,8 +44,11 @@ def random_case(seed: int):
                                 price_side=side, spread=spread,
                                 first_hour=int(rng.integers(24)), symbol=symbol,
                                 conversion=conversion, conversion_symbol=conversion_symbol)
+    wick = float(rng.choice([0.0, 2e-3])) * rng.random((2, n))  # highs and lows beyond the body
+    market = dataclasses.replace(market, high=np.maximum(market.open, market.close) + wick[0],
+                                 low=np.minimum(market.open, market.close) - wick[1])
     n_sizes = int(rng.integers(1, 4))
-    big = rng.random() < 0.3  # large positions and a tight margin level: margin calls
+    big = rng.random() < 0.3  # large positions on little margin: refusals and stop-outs
     sizes = sorted(set(np.round(rng.uniform(0.1, 20.0 if big else 3.0, n_sizes), 2).tolist()))
     cost = CostConfig(
         unit=str(rng.choice(["pips", "price"])),
@@ -64,7 +69,8 @@ def random_case(seed: int):
     config = EnvConfig(
         windows={"1h": 4, "2h": 2}, position_sizes=sizes, mode="random",
         episode_length=int(rng.integers(5, 60)),
-        margin_call_fraction=float(rng.uniform(0.97, 0.999)) if big else 0.5,
+        leverage=float(rng.uniform(5.0, 40.0) if big else rng.choice([30.0, 400.0])),
+        stop_out_level=float(rng.uniform(0.95, 1.0) if big else rng.uniform(0.2, 1.0)),
         position_time_scale=float(rng.uniform(1.0, 50.0)), cost=cost, reward=reward,
         curriculum=CurriculumEnvConfig(difficulty=float(rng.choice([1.0, rng.uniform()])),
                                        min_cost_scale=float(rng.uniform()),
@@ -83,7 +89,7 @@ def run_against_reference(seed: int) -> dict[str, int]:
     starts = engine.t
     actions: list[list[int]] = [[] for _ in range(NUM_ENVS)]
     outputs: list[list[dict]] = [[] for _ in range(NUM_ENVS)]
-    seen = {"steps": 0, "terminated": 0, "truncated": 0}
+    seen = {"steps": 0, "terminated": 0, "truncated": 0, "refused": 0}
 
     def check(i: int) -> None:
         stop = min(int(starts[i]) + engine.episode_length, engine.tables.last)
@@ -126,6 +132,7 @@ def run_against_reference(seed: int) -> dict[str, int]:
             seen["steps"] += 1
             seen["terminated"] += bool(terminated[i])
             seen["truncated"] += bool(truncated[i])
+            seen["refused"] += bool(res.position[i] != engine.targets[a[i]] and not done)
             if done:
                 check(i)
                 starts[i] = engine.t[i]
@@ -137,7 +144,8 @@ def run_against_reference(seed: int) -> dict[str, int]:
 
 def test_vector_engine_matches_the_plain_loop_reference_on_random_configurations():
     seen = [run_against_reference(seed) for seed in range(N_CONFIGS)]
-    assert sum(s["terminated"] for s in seen) >= 5  # margin calls were exercised
+    assert sum(s["terminated"] for s in seen) >= 5  # stop-outs were exercised
+    assert sum(s["refused"] for s in seen) >= 5  # and orders the margin cannot carry
     assert sum(s["truncated"] for s in seen) >= 50
 
 

@@ -202,8 +202,14 @@ class EnvConfig:
     """Starting equity of each episode in the account currency."""
     episode_length: int = 720
     """Steps per episode in ``"random"`` mode (truncated earlier at the split end)."""
-    margin_call_fraction: float = 0.5
-    """The episode terminates when equity falls below this fraction of ``initial_equity``."""
+    leverage: float = 30.0
+    """Notional per unit of margin: a position of notional ``N`` (account currency) uses
+    ``N / leverage`` of margin; an order that adds exposure beyond what the equity carries is
+    refused. Default 30:1, ESMA's retail limit for major pairs."""
+    stop_out_level: float = 0.5
+    """Margin level (equity / used margin) below which the position is closed at the price
+    where the level is reached (or the open, after a gap) and the episode terminates; in
+    (0, 1]. Default 50%, ESMA's retail margin close-out rule."""
     mode: str = "random"
     """``"random"``: episodes start at a random bar of the split (training); ``"sequential"``:
     one deterministic pass over the split (validation / test), cut into one contiguous window
@@ -242,11 +248,9 @@ class EnvConfig:
         self.initial_equity = _check_finite(owner, "initial_equity", self.initial_equity,
                                             low=0.0, low_open=True)
         _check_int(owner, "episode_length", self.episode_length, low=1)
-        self.margin_call_fraction = _check_finite(
-            owner, "margin_call_fraction", self.margin_call_fraction, low=0.0, high=1.0)
-        if self.margin_call_fraction >= 1.0:
-            raise ValueError(f"{owner}.margin_call_fraction must be in [0, 1), got "
-                             f"margin_call_fraction={self.margin_call_fraction!r}")
+        self.leverage = _check_finite(owner, "leverage", self.leverage, low=0.0, low_open=True)
+        self.stop_out_level = _check_finite(owner, "stop_out_level", self.stop_out_level,
+                                            low=0.0, low_open=True, high=1.0)
         _check_choice(owner, "mode", self.mode, EPISODE_MODES)
         self.position_time_scale = _check_finite(
             owner, "position_time_scale", self.position_time_scale, low=0.0, low_open=True)

@@ -122,7 +122,7 @@ class StepResult(NamedTuple):
         obs: Observation per branch, ``(N, ...)``; rows of envs that ended hold the reset
             observation when the step autoreset them, else the final one.
         reward: ``(N,)`` float64.
-        terminated: ``(N,)`` bool, margin call.
+        terminated: ``(N,)`` bool, stop-out (or equity at zero).
         truncated: ``(N,)`` bool, episode length or split end reached (never with terminated).
         components: ``(6, N)`` raw reward components, rows in ``REWARD_COMPONENTS`` order
             (reused buffer, see above).
@@ -171,8 +171,6 @@ class TradingEngine:
         self.flat_action = len(config.position_sizes)
         self.targets = np.array(config.target_lots(), dtype=np.float64) * config.lot_size
         """Target position in units of each action."""
-        self.margin_level = config.margin_call_fraction * config.initial_equity
-        """The episode terminates when equity falls below this."""
         self.rngs: list[np.random.Generator] = [np.random.default_rng() for _ in range(num_envs)]
         self.state = AccountState.zeros(num_envs)
         self._all_envs = np.arange(num_envs)
@@ -353,22 +351,51 @@ class TradingEngine:
                 or a.min() < 0 or a.max() >= self.n_actions):
             raise ValueError(f"actions must be {self.num_envs} ints in [0, {self.n_actions}), "
                              f"got {actions!r}")
-        s, tables = self.state, self.tables
+        s, tables, config = self.state, self.tables, self.config
         t, nxt = s.t, s.t + 1
-        pos, new = self.targets[s.action], self.targets[a]
+        pos, wanted = self.targets[s.action], self.targets[a]
+        open_price = tables.mid_open[nxt]
 
         # Fill at the open of t+1, mark at its close; quote-currency amounts in the account
         # currency at the rate of t+1's close.
         rate = tables.quote_to_account[nxt]
         unit_cost = self.price_cost[nxt] * rate + self.commission_per_unit
-        gap = pos * (tables.mid_open[nxt] - tables.mid_close[t]) * rate
-        body = new * (tables.mid_close[nxt] - tables.mid_open[nxt]) * rate
-        cost = np.abs(new - pos) * unit_cost
+        gap = pos * (open_price - tables.mid_close[t]) * rate
+
+        # Margin: an order that adds exposure is refused when the equity left after its fill
+        # cannot carry its margin (the position is kept).
+        adds_exposure = (np.abs(wanted) > np.abs(pos)) | (wanted * pos < 0)
+        wanted_margin = np.abs(wanted) * open_price * rate / config.leverage
+        wanted_fill_equity = s.equity + gap - np.abs(wanted - pos) * unit_cost
+        refused = adds_exposure & (wanted_margin > wanted_fill_equity)
+        new = np.where(refused, pos, wanted)
+        action = np.where(refused, s.action, a)
+        fill_cost = np.abs(new - pos) * unit_cost
+        fill_equity = s.equity + gap - fill_cost
+
+        # Stop-out: the position is closed where equity / used margin falls to stop_out_level
+        # on the way from the open to the bar's adverse extreme (at the open after a gap).
+        used_margin = np.abs(new) * open_price * rate / config.leverage
+        stop_equity = config.stop_out_level * used_margin
+        adverse_price = np.where(new > 0, tables.mid_low[nxt], tables.mid_high[nxt])
+        adverse_equity = fill_equity + new * (adverse_price - open_price) * rate
+        stopped = (new != 0) & (adverse_equity < stop_equity)
+        level_price = open_price + (stop_equity - fill_equity) / np.where(
+            stopped, new * rate, 1.0)
+        stop_price = np.clip(level_price, np.minimum(open_price, adverse_price),
+                             np.maximum(open_price, adverse_price))
+        exit_price = np.where(stopped, stop_price, tables.mid_close[nxt])
+        body = new * (exit_price - open_price) * rate
+        stop_cost = np.where(stopped, np.abs(new) * unit_cost, 0.0)
+        cost = fill_cost + stop_cost
         gross = gap + body
         equity_old = s.equity
-        equity = equity_old + (gross - cost)
+        # Negative balance protection: a loss beyond the equity is not owed.
+        equity = np.maximum(equity_old + (gross - cost), 0.0)
+        held = np.where(stopped, 0.0, new)
 
-        # Round trips: a trade closes when the side changes away from a position.
+        # Round trips: a trade closes when the side changes away from a position, and at a
+        # stop-out.
         side_old, side_new = np.sign(pos), np.sign(new)
         flat = side_new == 0
         same_side = side_new == side_old
@@ -376,10 +403,14 @@ class TradingEngine:
         opens = ~flat & ~same_side
         closed_pnl = s.trade_pnl + gap - np.abs(pos) * unit_cost
         won = closes & (closed_pnl > 0)
-        s.trade_pnl = np.where(flat, 0.0, np.where(
-            opens, body - np.abs(new) * unit_cost, s.trade_pnl + (gross - cost)))
-        s.flat_steps = np.where(flat, s.flat_steps + 1, 0.0)
-        s.hold_steps = np.where(flat, 0.0, np.where(same_side, s.hold_steps + 1, 1.0))
+        open_trade_pnl = np.where(flat, 0.0, np.where(
+            opens, body - np.abs(new) * unit_cost, s.trade_pnl + (gross - fill_cost)))
+        stopped_pnl = open_trade_pnl - stop_cost
+        won_at_stop = stopped & (stopped_pnl > 0)
+        s.trade_pnl = np.where(stopped, 0.0, open_trade_pnl)
+        held_flat = held == 0
+        s.flat_steps = np.where(held_flat, s.flat_steps + 1, 0.0)
+        s.hold_steps = np.where(held_flat, 0.0, np.where(same_side, s.hold_steps + 1, 1.0))
 
         # Drawdown from the running peak.
         s.peak = np.maximum(s.peak, equity)
@@ -402,7 +433,8 @@ class TradingEngine:
         reward = self.reward_system.reward(comps)
 
         # Carry the step over.
-        s.equity, s.drawdown, s.action, s.t = equity, drawdown, a.astype(np.intp), nxt
+        s.action = np.where(stopped, self.flat_action, action).astype(np.intp)
+        s.equity, s.drawdown, s.t = equity, drawdown, nxt
         equity = equity.copy()  # the state's array is rewritten where an episode resets
         s.reward_sum += reward
         s.return_sum += net_return
@@ -410,11 +442,15 @@ class TradingEngine:
         s.trades += new != pos
         s.closed += closes
         s.wins += won
-        terminated = equity < self.margin_level
+        s.trades += stopped  # a stop-out is a position change that closes a trade
+        s.closed += stopped
+        s.wins += won_at_stop
+        terminated = stopped | (equity <= 0.0)
         truncated = (nxt >= s.stop) & ~terminated
 
         obs = self._gather(nxt - tables.first)
-        portfolio = np.stack([new / self.targets[-1], s.trade_pnl / equity,
+        open_pnl_share = s.trade_pnl / np.where(equity > 0.0, equity, np.inf)
+        portfolio = np.stack([held / self.targets[-1], open_pnl_share,
                               s.hold_steps / self.config.position_time_scale, drawdown],
                              axis=1).astype(np.float32)
         if self._portfolio_out is None:
@@ -436,7 +472,7 @@ class TradingEngine:
                 for k, v in self.reset(done).items():
                     obs[k][done] = v
         return StepResult(obs, reward, terminated, truncated, comps, equity,
-                          new, done, episode, final_obs)
+                          held, done, episode, final_obs)
 
     def _episode_stats(self, done: np.ndarray) -> dict[str, np.ndarray]:
         """Statistics of the episodes ending at rows ``done`` (0 in the other rows).

@@ -28,7 +28,7 @@ class TradingEnvironment(gym.Env[dict[str, np.ndarray], np.int64]):
     A decision at base bar ``t`` sees only bars ``<= t`` (higher timeframes: completed bars
     only) and fills at ``open[t+1]``; equity is marked at the mid close of ``t+1``. Actions
     ``0..2k`` are the targets ``[-s_k..-s_1, 0, s_1..s_k] x lot_size`` units of
-    ``EnvConfig.position_sizes``. A margin call terminates the episode; the episode length or
+    ``EnvConfig.position_sizes``. A stop-out terminates the episode; the episode length or
     the split end truncate it.
 
     ``info`` of every step: ``reward_components`` (name -> raw value), ``equity``, ``position``

@@ -78,6 +78,7 @@ class MarketTables:
         base, quote: Currencies of the pair (``MarketData.symbol``).
         mid_open: ``(n,)`` float64 mid open prices.
         mid_close: ``(n,)`` float64 mid close prices.
+        mid_high, mid_low: ``(n,)`` float64 mid high and low prices (stop-outs).
         spread: ``(n,)`` float64 spread in price units used for each bar.
         price_cost: ``(n,)`` float64 half spread plus slippage per unit traded at the open of
             each bar, in price units (quote currency; difficulty 1).
@@ -118,6 +119,8 @@ class MarketTables:
         sign = {"ask": -1.0, "bid": 1.0, "mid": 0.0}[market.price_side]
         self.mid_open = np.asarray(market.open, dtype=np.float64) + sign * half
         self.mid_close = np.asarray(market.close, dtype=np.float64) + sign * half
+        self.mid_high = np.asarray(market.high, dtype=np.float64) + sign * half
+        self.mid_low = np.asarray(market.low, dtype=np.float64) + sign * half
         self.price_cost = half + cost.to_price(cost.slippage, market.pip_size)
         self.commission_per_unit = cost.commission_per_lot / config.lot_size
         self.base, self.quote = pair_currencies(market)
