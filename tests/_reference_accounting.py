@@ -6,7 +6,9 @@ fast engine (`fxai_tune.env.TradingEngine`) is tested against it (``test_env_ref
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -40,6 +42,37 @@ def quote_to_account(market: MarketData, config: EnvConfig, mid_close: list[floa
     return [1.0 / float(p) for p in market.conversion]
 
 
+def trading_date(stamp: np.datetime64) -> dt.date:
+    """The FX day of a bar: New York wall time + 7 h (the day ends at 17:00 New York), Saturday
+    joined to Friday and Sunday to Monday."""
+    utc = dt.datetime.fromisoformat(str(stamp.astype("datetime64[s]"))).replace(tzinfo=dt.UTC)
+    day = (utc.astimezone(ZoneInfo("America/New_York")) + dt.timedelta(hours=7)).date()
+    return day + dt.timedelta(days={5: -1, 6: 1}.get(day.weekday(), 0))
+
+
+def swap_nights(market: MarketData) -> list[int]:
+    """Rolls between each bar's trading day and the previous bar's: 1 per weekday that ended,
+    3 for a Wednesday."""
+    days = [trading_date(s) for s in market.timestamps]
+    nights = [0]
+    for before, after in zip(days[:-1], days[1:], strict=True):
+        count, day = 0, before
+        while day < after:
+            count += {0: 1, 1: 1, 2: 3, 3: 1, 4: 1}.get(day.weekday(), 0)
+            day += dt.timedelta(days=1)
+        nights.append(count)
+    return nights
+
+
+def swap_per_unit(config: EnvConfig, market: MarketData, value: float, price: float,
+                  rate: float) -> float:
+    """Account currency per unit and night of a swap given in ``config.financing.unit``."""
+    unit = config.financing.unit
+    if unit == "annual_rate":
+        return value / 360.0 * price * rate
+    return value * market.pip_size * (0.1 if unit == "points" else 1.0) * rate
+
+
 def simulate(market: MarketData, config: EnvConfig, start: int, stop: int, actions,
              *, cost_scale: float = 1.0) -> list[dict]:
     """Step one episode from decision bar ``start`` (ends at ``stop``) with ``actions``.
@@ -59,6 +92,8 @@ def simulate(market: MarketData, config: EnvConfig, start: int, stop: int, actio
     slippage = cost.to_price(cost.slippage, market.pip_size)
     commission = cost.commission_per_lot / config.lot_size
     rates = quote_to_account(market, config, mid_close)
+    nights = swap_nights(market)
+    fin = config.financing
 
     equity = peak = config.initial_equity
     pos = dd = max_dd = trade_pnl = 0.0
@@ -73,6 +108,9 @@ def simulate(market: MarketData, config: EnvConfig, start: int, stop: int, actio
         p_open = mid_open[t + 1]
         unit_cost = ((0.5 * spread[t + 1] + slippage) * rate + commission) * cost_scale
         gap = pos * (p_open - mid_close[t]) * rate
+        if pos != 0 and nights[t + 1]:  # swaps of the position held through the rolls
+            swap = fin.swap_long if pos > 0 else fin.swap_short
+            gap += abs(pos) * swap_per_unit(config, market, swap, p_open, rate) * nights[t + 1]
         # Margin: refuse an order adding exposure that the equity after its fill cannot carry.
         adds = abs(wanted) > abs(pos) or wanted * pos < 0
         margin = abs(wanted) * p_open * rate / config.leverage

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from _market_fixtures import FLAT, LONG, make_market, small_config
 
-from fxai_tune.data import DataConfig, DataError, DataManager
-from fxai_tune.env import EnvConfig, TradingEnvironment
+from fxai_tune.data import DataConfig, DataError, DataManager, rollover_nights
+from fxai_tune.env import EnvConfig, FinancingConfig, TradingEnvironment
 
 LOT = 100_000.0
 E0 = 100_000.0
@@ -236,3 +236,74 @@ def test_observations_stay_in_their_declared_space_on_extreme_random_paths():
 def test_bad_margin_settings_are_refused_naming_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         EnvConfig(**kwargs)
+
+
+# -- financing ---------------------------------------------------------------------------------
+
+
+def test_rollover_nights_count_one_per_fx_day_and_three_for_wednesdays_roll():
+    # Winter: the roll (17:00 New York) is at 22:00 UTC; a bar opening then starts a new day.
+    index = pd.date_range("2017-01-02 00:00", "2017-01-13 21:00", freq="1h", tz="UTC")
+    index = index[index.day_of_week < 5]  # Monday 00:00 .. Friday 21:00, two weeks (no weekend)
+    nights = rollover_nights(index)
+    rolled = index[nights > 0]
+    assert set(rolled.hour) == {0, 22}  # 0: Monday's first bar after the weekend gap
+    by_day = {str(t.date()): int(n) for t, n in zip(index, nights, strict=True) if n}
+    assert by_day["2017-01-02"] == 1  # Monday's roll
+    assert by_day["2017-01-04"] == 3  # Wednesday's: the weekend's value days
+    assert by_day["2017-01-05"] == 1
+    # Friday's roll: the bar of Friday 21:00 is followed by Monday 00:00 in this index.
+    assert by_day["2017-01-09"] == 1
+    # Summer (EDT): 17:00 New York is 21:00 UTC.
+    summer = pd.date_range("2017-07-03 00:00", periods=48, freq="1h", tz="UTC")
+    assert summer[rollover_nights(summer) > 0].hour.tolist() == [21, 21]  # Monday, Tuesday
+
+
+def test_a_position_held_through_the_rollover_pays_its_swap_and_triple_on_wednesday():
+    market = make_market([1.1] * 100, price_side="mid")  # Monday 2017-01-02 00:00 UTC on
+    financing = FinancingConfig(unit="pips", swap_long=-0.5, swap_short=0.2)
+    env = TradingEnvironment(market, config=small_config(financing=financing))
+    env.reset(seed=0)
+    charges = {}
+    equity = E0
+    for t in range(3, 98):
+        *_, info = env.step(LONG)
+        if info["equity"] != equity:
+            charges[t + 1] = round(info["equity"] - equity, 9)
+        equity = info["equity"]
+    # Rolls at the bars of 22:00 UTC: Monday (22), Tuesday (46), Wednesday (70, x3), Thursday
+    # (94); 0.5 pips x 100,000 = 5 USD a night.
+    assert charges == {22: -5.0, 46: -5.0, 70: -15.0, 94: -5.0}
+
+
+def test_a_short_earns_a_positive_swap_and_a_flat_account_pays_none():
+    market = make_market([1.1] * 30, price_side="mid")
+    financing = FinancingConfig(unit="pips", swap_long=-0.5, swap_short=0.2)
+    short = _run(market, [0] * 25, financing=financing)
+    assert short[-1]["equity"] == pytest.approx(E0 + 2.0)  # one roll, +0.2 pips x 100,000
+    flat = _run(market, [FLAT] * 25, financing=financing)
+    assert flat[-1]["equity"] == E0
+
+
+def test_an_annual_swap_rate_charges_the_notional_over_360_days():
+    market = make_market([1.1] * 30, price_side="mid")
+    financing = FinancingConfig(unit="annual_rate", swap_long=-0.036)
+    infos = _run(market, [LONG] * 25, financing=financing)
+    # 110,000 USD notional x 3.6% / 360 = 11 USD for the night.
+    assert infos[-1]["equity"] == pytest.approx(E0 - 11.0, rel=1e-12)
+
+
+def test_a_swap_in_points_is_a_tenth_of_a_pip_and_converts_to_the_account_currency():
+    market = make_market([110.0] * 30, price_side="mid", symbol="USDJPY", pip_size=0.01)
+    financing = FinancingConfig(unit="points", swap_long=-11.0)  # 11 points = 0.011 JPY
+    infos = _run(market, [LONG] * 25, financing=financing)
+    assert infos[-1]["equity"] == pytest.approx(E0 - LOT * 0.011 / 110.0, rel=1e-12)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"unit": "percent"}, "unit"),
+    ({"swap_long": float("nan")}, "swap_long"),
+])
+def test_bad_financing_settings_are_refused_naming_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        FinancingConfig(**kwargs)

@@ -1,7 +1,8 @@
 """The fast vector engine against the plain-loop reference (`_reference_accounting`) on random
 configurations: direct, inverse and cross pairs, sizes, spread (configured, rollover-widened or
 per bar from data), slippage, commission, penalties, differential Sharpe, difficulty-scaled
-costs, orders refused for margin, stop-outs inside the bar and after gaps."""
+costs, orders refused for margin, stop-outs inside the bar and after gaps, swaps in every unit
+(the reference counts the rolls on its own calendar)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from fxai_tune.env import (
     CostConfig,
     CurriculumEnvConfig,
     EnvConfig,
+    FinancingConfig,
     RewardConfig,
     RewardWeights,
     TradingEngine,
@@ -61,6 +63,11 @@ def random_case(seed: int):
     if cost.unit == "price":
         cost.spread *= 1e-4
         cost.slippage *= 1e-4
+    swap_unit = str(rng.choice(["points", "pips", "annual_rate"]))
+    swap_scale = {"points": 30.0, "pips": 3.0, "annual_rate": 0.05}[swap_unit]
+    financing = FinancingConfig(unit=swap_unit,
+                                swap_long=float(rng.uniform(-swap_scale, swap_scale)),
+                                swap_short=float(rng.uniform(-swap_scale, swap_scale)))
     weights = RewardWeights(*(float(x) for x in rng.choice([0.0, 0.3, 1.0], 6)))
     reward = RewardConfig(weights=weights, scale=float(rng.uniform(1.0, 200.0)),
                           dsr_eta=float(rng.uniform(0.005, 0.2)),
@@ -69,9 +76,12 @@ def random_case(seed: int):
     config = EnvConfig(
         windows={"1h": 4, "2h": 2}, position_sizes=sizes, mode="random",
         episode_length=int(rng.integers(5, 60)),
-        leverage=float(rng.uniform(5.0, 40.0) if big else rng.choice([30.0, 400.0])),
-        stop_out_level=float(rng.uniform(0.95, 1.0) if big else rng.uniform(0.2, 1.0)),
-        position_time_scale=float(rng.uniform(1.0, 50.0)), cost=cost, reward=reward,
+        # big: the largest position needs 60%-100% of the equity as margin (at a price ~1.1)
+        leverage=float(max(sizes) * 1.1 / rng.uniform(0.6, 1.0) if big
+                       else rng.choice([30.0, 400.0])),
+        stop_out_level=float(rng.uniform(0.9, 1.0) if big else rng.uniform(0.2, 1.0)),
+        position_time_scale=float(rng.uniform(1.0, 50.0)), cost=cost, financing=financing,
+        reward=reward,
         curriculum=CurriculumEnvConfig(difficulty=float(rng.choice([1.0, rng.uniform()])),
                                        min_cost_scale=float(rng.uniform()),
                                        min_episode_length=int(rng.integers(1, 20))))

@@ -312,3 +312,28 @@ def test_the_thresholds_are_the_search_statistics_ones():
 
     assert report_module.SIGNIFICANT_DSR == _statistics.SIGNIFICANT_DSR
     assert report_module.OVERFIT_PBO == _statistics.OVERFIT_PBO
+
+
+def test_the_buy_and_hold_baseline_pays_the_swap_of_the_env(tmp_path):
+    from fxai_tune.data import rollover_nights
+    from fxai_tune.rl._envs import make_data_manager
+    from fxai_tune.rl._report import backtest, baseline_policies
+
+    def buy_and_hold_equity(swap_long: float) -> float:
+        config = tiny_fx_config(tmp_path, env={"financing": {"unit": "pips",
+                                                              "swap_long": swap_long}})
+        policies = baseline_policies(config.env.n_actions, seed=0)
+        results = backtest(config, {"buy_and_hold": policies["buy_and_hold"]}, data=data)
+        return float(results["buy_and_hold"].equity[-1])
+
+    config = tiny_fx_config(tmp_path)
+    data = make_data_manager(config)
+    val = data.market("val")
+    first = max(val.start, *(  # the first decision bar: every observation window complete
+        int(np.argmax(val.last_complete[tf] >= w - 1)) for tf, w in config.env.windows.items()))
+    nights = rollover_nights(val.timestamps)[first + 1:val.end].sum()
+    assert nights > 5
+    lot = config.env.lot_size
+    # synthetic EURUSD prices in a USD account: 1 pip x 1 lot = 10 USD a night
+    assert buy_and_hold_equity(0.0) - buy_and_hold_equity(-1.0) == pytest.approx(
+        nights * lot * 1e-4, rel=1e-6)

@@ -33,6 +33,7 @@ from fxai_tune.data._timeframes import (
     infer_timeframe,
     parse_timeframe,
     periods_per_year,
+    rollover_nights,
     timeframe_name,
 )
 
@@ -70,6 +71,7 @@ __all__ = [
     "parse_timeframe",
     "periods_per_year",
     "resample_bars",
+    "rollover_nights",
     "sample_path",
     "split_by_date",
     "split_by_fraction",

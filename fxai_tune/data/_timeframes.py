@@ -17,6 +17,7 @@ __all__ = [
     "infer_timeframe",
     "parse_timeframe",
     "periods_per_year",
+    "rollover_nights",
     "timeframe_name",
 ]
 
@@ -154,6 +155,37 @@ def fx_bins(index: pd.DatetimeIndex, timeframe: str) -> FxBins:
     np.minimum.at(first_bar, codes, index.as_unit("ns").asi8)
     opens = pd.DatetimeIndex(np.minimum(opens.as_unit("ns").asi8, first_bar), tz="UTC")
     return FxBins(codes.astype(np.int64), opens, to_utc(starts + step))
+
+
+def rollover_nights(index: pd.DatetimeIndex) -> np.ndarray:
+    """Swap nights charged to a position held from each bar into the next, at the daily roll.
+
+    The roll is the end of the FX day, 17:00 New York (`FX_DAY_CLOSE`, DST-aware); bar ``t``
+    gets the rolls between its trading day (`fx_bins` ``"1d"``) and bar ``t - 1``'s: one per
+    trading day that ended, three for Wednesday's (spot settles two days later, so
+    Wednesday's roll carries the weekend; Friday's counts one). Holidays are not modelled.
+
+    Args:
+        index: Bar open times (UTC, or tz-aware), increasing.
+
+    Returns:
+        int64 array of the same length; 0 for the first bar and within a trading day.
+
+    Example:
+        >>> week = pd.date_range("2017-01-09 20:00", periods=4, freq="1d", tz="UTC")
+        >>> rollover_nights(week).tolist()  # Monday, Tuesday, Wednesday, Thursday 20:00 UTC
+        [0, 1, 1, 3]
+    """
+    bins = fx_bins(index, "1d")
+    closes = bins.closes[bins.codes].tz_convert(FX_DAY_CLOSE[0])
+    # trading date = New York date of the day's close (a weekday)
+    trading_date = closes.tz_localize(None).normalize().to_numpy().astype("datetime64[D]")
+    if len(trading_date) == 0:
+        return np.zeros(0, dtype=np.int64)
+    before, after = trading_date[:-1], trading_date[1:]
+    days_ended = np.busday_count(before, after)
+    wednesdays_ended = np.busday_count(before, after, weekmask="0010000")
+    return np.concatenate([[0], days_ended + 2 * wednesdays_ended]).astype(np.int64)
 
 
 def calendar_periods_per_year(index: pd.DatetimeIndex) -> float:

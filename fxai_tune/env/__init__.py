@@ -5,7 +5,8 @@ Public names:
 - `TradingEnvironment`: one account as a `gymnasium.Env` (passes ``check_env``).
 - `VectorTradingEnv`: N accounts stepped by one numpy call (`gymnasium.vector.VectorEnv`,
   same-step autoreset).
-- `EnvConfig`, `CostConfig`, `RewardConfig`, `RewardWeights`, `CurriculumEnvConfig`: typed configuration.
+- `EnvConfig`, `CostConfig`, `FinancingConfig`, `RewardConfig`, `RewardWeights`,
+  `CurriculumEnvConfig`: typed configuration.
 - `RewardSystem`, `REWARD_COMPONENTS`, `differential_sharpe`: the reward components.
 - `TradingEngine`: the batched numpy core both envs wrap; `EPISODE_KEYS` and
   `PORTFOLIO_FEATURES` name the episode statistics and the portfolio branch's columns;
@@ -18,6 +19,7 @@ from fxai_tune.env._config import (
     CostConfig,
     CurriculumEnvConfig,
     EnvConfig,
+    FinancingConfig,
     RewardConfig,
     RewardWeights,
 )
@@ -35,6 +37,7 @@ __all__ = [
     "CostConfig",
     "CurriculumEnvConfig",
     "EnvConfig",
+    "FinancingConfig",
     "RewardConfig",
     "RewardWeights",
     "RewardSystem",

@@ -12,9 +12,13 @@ from typing import Any
 
 from fxai_tune.data._pairs import check_currency
 
-__all__ = ["CostConfig", "CurriculumEnvConfig", "EnvConfig", "RewardConfig"]
+__all__ = ["CostConfig", "CurriculumEnvConfig", "EnvConfig", "FinancingConfig", "RewardConfig"]
 
 COST_UNITS = ("pips", "price")
+SWAP_UNITS = ("points", "pips", "annual_rate")
+SWAP_DAYS_PER_YEAR = 360.0
+"""Day count of ``annual_rate`` swaps: ACT/360, the money-market convention of most
+currencies."""
 EPISODE_MODES = ("random", "sequential")
 
 
@@ -93,6 +97,30 @@ class CostConfig:
     def to_price(self, value: float, pip_size: float) -> float:
         """Convert ``value`` given in ``unit`` to price units."""
         return value * pip_size if self.unit == "pips" else value
+
+
+@dataclass
+class FinancingConfig:
+    """Overnight swap of the traded pair, charged or credited at each daily roll (17:00 New
+    York) to the position held through it, three times for Wednesday's roll
+    (`fxai_tune.data.rollover_nights`). Not scaled by the curriculum (not a transaction cost).
+    """
+
+    unit: str = "points"
+    """Unit of ``swap_long`` / ``swap_short`` per unit of the base currency and night:
+    ``"points"`` (price points, pip_size / 10, as brokers quote swaps), ``"pips"``
+    (``MarketData.pip_size``), both in the quote currency, or ``"annual_rate"`` (fraction of
+    the position's notional a year, ACT/360: -0.02 pays 2% a year)."""
+    swap_long: float = 0.0
+    """Swap of a long position in ``unit``; positive is credited, negative charged."""
+    swap_short: float = 0.0
+    """Swap of a short position in ``unit``; positive is credited, negative charged."""
+
+    def __post_init__(self) -> None:
+        owner = "FinancingConfig"
+        _check_choice(owner, "unit", self.unit, SWAP_UNITS)
+        self.swap_long = _check_finite(owner, "swap_long", self.swap_long)
+        self.swap_short = _check_finite(owner, "swap_short", self.swap_short)
 
 
 @dataclass
@@ -218,6 +246,8 @@ class EnvConfig:
     """Steps in a position that map to 1.0 in the ``portfolio`` time-in-position feature."""
     cost: CostConfig = field(default_factory=CostConfig)
     """Transaction costs."""
+    financing: FinancingConfig = field(default_factory=FinancingConfig)
+    """Overnight swaps (none by default)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """Reward components and weights."""
     curriculum: CurriculumEnvConfig = field(default_factory=CurriculumEnvConfig)
@@ -254,7 +284,8 @@ class EnvConfig:
         _check_choice(owner, "mode", self.mode, EPISODE_MODES)
         self.position_time_scale = _check_finite(
             owner, "position_time_scale", self.position_time_scale, low=0.0, low_open=True)
-        for name, cls in (("cost", CostConfig), ("reward", RewardConfig),
+        for name, cls in (("cost", CostConfig), ("financing", FinancingConfig),
+                          ("reward", RewardConfig),
                           ("curriculum", CurriculumEnvConfig)):
             value = getattr(self, name)
             if isinstance(value, dict):

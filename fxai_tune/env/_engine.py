@@ -10,9 +10,13 @@ currency into the account currency)::
 
     rate  = quote_to_account[t+1]                           # at t+1's mid close
     gap   = pos * (mid_open[t+1] - mid_close[t]) * rate     # old position across the boundary
+    carry = gap + |pos| * swap * nights[t+1]                # plus its swaps at the daily rolls
     cost  = |new - pos| * unit_cost                         # fill at open[t+1]
     body  = new * (mid_close[t+1] - mid_open[t+1]) * rate   # new position over bar t+1
-    E_new = E_old + ((gap + body) - cost)                   # equity marked at the mid close
+    E_new = max(E_old + ((carry + body) - cost), 0)         # equity marked at the mid close
+
+Orders the margin cannot carry are refused and a stop-out closes the position inside the bar
+(``body`` then ends at the stop price); see ``docs/env.md``.
 
 The open trade (a position on one side, from the fill that opened it) accumulates its own PnL,
 costs included; a trade closes when the side changes away from a position (flat or flip), and
@@ -361,17 +365,21 @@ class TradingEngine:
         rate = tables.quote_to_account[nxt]
         unit_cost = self.price_cost[nxt] * rate + self.commission_per_unit
         gap = pos * (open_price - tables.mid_close[t]) * rate
+        # Financing: the swap of the position held through the daily rolls before t+1.
+        swap_per_unit = np.where(pos > 0, tables.swap_long[nxt], tables.swap_short[nxt])
+        financing = np.abs(pos) * swap_per_unit * tables.swap_nights[nxt]
+        carry = gap + financing  # what the old position earns up to the fill
 
         # Margin: an order that adds exposure is refused when the equity left after its fill
         # cannot carry its margin (the position is kept).
         adds_exposure = (np.abs(wanted) > np.abs(pos)) | (wanted * pos < 0)
         wanted_margin = np.abs(wanted) * open_price * rate / config.leverage
-        wanted_fill_equity = s.equity + gap - np.abs(wanted - pos) * unit_cost
+        wanted_fill_equity = s.equity + carry - np.abs(wanted - pos) * unit_cost
         refused = adds_exposure & (wanted_margin > wanted_fill_equity)
         new = np.where(refused, pos, wanted)
         action = np.where(refused, s.action, a)
         fill_cost = np.abs(new - pos) * unit_cost
-        fill_equity = s.equity + gap - fill_cost
+        fill_equity = s.equity + carry - fill_cost
 
         # Stop-out: the position is closed where equity / used margin falls to stop_out_level
         # on the way from the open to the bar's adverse extreme (at the open after a gap).
@@ -388,7 +396,7 @@ class TradingEngine:
         body = new * (exit_price - open_price) * rate
         stop_cost = np.where(stopped, np.abs(new) * unit_cost, 0.0)
         cost = fill_cost + stop_cost
-        gross = gap + body
+        gross = carry + body
         equity_old = s.equity
         # Negative balance protection: a loss beyond the equity is not owed.
         equity = np.maximum(equity_old + (gross - cost), 0.0)
@@ -401,7 +409,7 @@ class TradingEngine:
         same_side = side_new == side_old
         closes = (side_old != 0) & ~same_side
         opens = ~flat & ~same_side
-        closed_pnl = s.trade_pnl + gap - np.abs(pos) * unit_cost
+        closed_pnl = s.trade_pnl + carry - np.abs(pos) * unit_cost
         won = closes & (closed_pnl > 0)
         open_trade_pnl = np.where(flat, 0.0, np.where(
             opens, body - np.abs(new) * unit_cost, s.trade_pnl + (gross - fill_cost)))

@@ -9,7 +9,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from fxai_tune.data._market import MarketData
 from fxai_tune.data._pairs import split_pair
-from fxai_tune.env._config import EnvConfig
+from fxai_tune.data._timeframes import rollover_nights
+from fxai_tune.env._config import SWAP_DAYS_PER_YEAR, EnvConfig
 
 __all__ = ["MarketTables"]
 
@@ -85,6 +86,10 @@ class MarketTables:
         commission_per_unit: Commission per unit traded, in the account currency.
         quote_to_account: ``(n,)`` float64 account-currency value of one unit of the quote
             currency at the close of each bar (`conversion_rates`).
+        swap_nights: ``(n,)`` int64 swap nights of a position held from bar ``t - 1`` into
+            bar ``t`` (`fxai_tune.data.rollover_nights`).
+        swap_long, swap_short: ``(n,)`` float64 swap per unit and night of a long / short
+            position held into bar ``t``, in the account currency (positive: credited).
         timeframes: Observation branches, in config order.
         window_index: ``(n_timeframes, n)`` intp; row ``j``, column ``t``: index of the first
             bar of timeframe ``j``'s window at the close of base bar ``t``.
@@ -126,6 +131,10 @@ class MarketTables:
         self.base, self.quote = pair_currencies(market)
         self.quote_to_account = conversion_rates(market, config.account_currency,
                                                  self.mid_close)
+        self.swap_nights = rollover_nights(market.timestamps)
+        self.swap_long, self.swap_short = (
+            self._swap_per_unit(value, market, config)
+            for value in (config.financing.swap_long, config.financing.swap_short))
 
         self.timeframes = tuple(config.windows)
         self.window_lengths = tuple(config.windows.values())
@@ -182,6 +191,15 @@ class MarketTables:
             raise ValueError(f"MarketData.volatility must be empty or of shape ({n},), got "
                              f"{self.volatility.shape}")
         self.periods_per_year = float(market.periods_per_year)
+
+    def _swap_per_unit(self, value: float, market: MarketData, config: EnvConfig
+                       ) -> np.ndarray:
+        """A ``FinancingConfig`` swap as account currency per unit and night, per bar."""
+        unit = config.financing.unit
+        if unit == "annual_rate":  # of the notional at the open of the bar
+            return value / SWAP_DAYS_PER_YEAR * self.mid_open * self.quote_to_account
+        price = value * market.pip_size * (0.1 if unit == "points" else 1.0)
+        return price * self.quote_to_account
 
     @staticmethod
     def _spread(market: MarketData, config: EnvConfig) -> np.ndarray:
