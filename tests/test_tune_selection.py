@@ -328,3 +328,57 @@ def test_status_json_names_the_statistics_and_the_study_names_its_metrics(tmp_pa
     from optuna_dashboard import get_note
 
     assert "Deflated Sharpe Ratio" in get_note(study)
+
+
+def _planted_signal_study(tmp_path, name, signal_strength):
+    """Eight random-sampled trials on the shipped planted-signal config, at ``signal_strength``
+    (0: a pure-noise market); learning rates down to 1e-6, where an agent barely moves."""
+    base = yaml.safe_load(open("studies/configs/signal_base.yaml"))
+    base["data"]["synthetic"]["signal_strength"] = signal_strength
+    base["run_dir"] = str(tmp_path / f"runs_{name}")
+    study = {
+        "name": name,
+        "base": base,
+        "search_space": {"params": {
+            "ppo.learning_rate": {"type": "float", "low": 1e-6, "high": 3e-3, "log": True},
+            "ppo.gamma": {"type": "float", "low": 0.05, "high": 0.9},
+        }},
+        "objective": {"metrics": ["val/episode_reward"], "reduce": "last"},
+        "budget": {"total_timesteps": 8192, "val_every_n_iterations": 4},
+        "sampler": {"name": "random", "seed": 0},
+        "pruner": {"name": "none"},
+        "n_trials": 8,
+        "storage": f"sqlite:///{tmp_path / (name + '.db')}",
+        "artifact_dir": str(tmp_path / f"artifacts_{name}"),
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+@pytest.mark.slow
+def test_a_search_on_noise_and_on_a_planted_signal_report_what_each_market_holds(tmp_path):
+    """End to end through `fxai-tune run` and `status --json`: real PPO trials on a market
+    with no signal find no edge; on the same market with a planted AR(1) signal the best
+    trial is significant and the selection does not overfit."""
+    import json
+
+    outcomes = {}
+    for name, strength in (("noise", 0.0), ("signal", 0.5)):
+        path = _planted_signal_study(tmp_path, name, strength)
+        done = subprocess.run([*CLI, "run", "--study", str(path)], capture_output=True,
+                              text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-2000:]
+        status = subprocess.run([*CLI, "status", "--study", str(path), "--json"],
+                                capture_output=True, text=True, timeout=300)
+        outcomes[name] = (done.stdout, json.loads(status.stdout)["overfitting"])
+    noise_output, noise = outcomes["noise"]
+    signal_output, signal = outcomes["signal"]
+    assert noise["n_trials_with_returns"] == signal["n_trials_with_returns"] == 8
+    assert noise["deflated_sharpe_ratio"] < 0.95, noise
+    assert "No edge found" in " ".join(noise_output.split())
+    assert signal["deflated_sharpe_ratio"] > 0.95, signal
+    assert "No edge found" not in " ".join(signal_output.split())
+    assert signal["probability_of_backtest_overfitting"] < 0.25, signal
+    assert noise["probability_of_backtest_overfitting"] > (
+        signal["probability_of_backtest_overfitting"] + 0.25), (noise, signal)
