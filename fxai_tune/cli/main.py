@@ -3,12 +3,59 @@
 from __future__ import annotations
 
 import logging
+import math
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+from typer import _click as click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_BAD_INPUT = 2
+
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (a bad flag value, an unknown option) as one line, exit code 2.
+
+    Click prints usage, a hint and a boxed message; the project's rule for bad input is one
+    line naming what is wrong and what is valid (issue 11).
+    """
+
+    def main(  # noqa: D102 - click's signature
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.ClickException as error:
+            if type(error).__name__ == "NoArgsIsHelpError":
+                error.show()
+                sys.exit(error.exit_code)
+            ctx = getattr(error, "ctx", None)
+            command = ctx.command_path if ctx is not None else "fxai-tune"
+            err_console.print(
+                f"[bold red]error:[/] {command}: {error.format_message()} "
+                f"(see {command} --help)",
+                highlight=False, soft_wrap=True, markup=True,
+            )
+            sys.exit(error.exit_code)
+        except click.exceptions.Abort:
+            err_console.print("aborted")
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
     name="fxai-tune",
@@ -16,11 +63,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_OneLineErrors,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-EXIT_BAD_INPUT = 2
 
 
 def fail(message: str) -> typer.Exit:
@@ -252,23 +296,75 @@ StorageOption = Annotated[
 
 
 def _load_study(study: str, storage: str | None = None):  # noqa: ANN202 - lazy import
-    from fxai_tune.tune import StorageError, StudyError, load_study_config, mask_password
+    """The validated study file, its storage URL checked (reachable, nothing created)."""
+    from fxai_tune.tune import (
+        StorageError,
+        StudyError,
+        check_storage_reachable,
+        load_study_config,
+        mask_password,
+    )
 
     try:
         config = load_study_config(study)
-        if storage is not None:
-            from fxai_tune.tune import make_storage
-
-            make_storage(storage)  # validate the URL before anything runs
-        return config
-    except (StudyError, StorageError) as error:
+    except StudyError as error:
         raise fail(mask_password(str(error))) from None
+    url = storage or config.storage
+    try:
+        check_storage_reachable(url)
+    except StorageError as error:
+        where = "--storage" if storage is not None else f"{config.path}: storage"
+        raise fail(f"{where}: {mask_password(str(error))}") from None
+    return config
+
+
+def _stored_study(config, storage: str | None, *, required: bool):  # noqa: ANN001, ANN202
+    """The stored study of ``config`` or None; refused when ``required`` and absent."""
+    from fxai_tune.tune import StorageError, find_study, mask_password
+
+    url = storage or config.storage
+    try:
+        study, names = find_study(url, config.name)
+    except StorageError as error:
+        raise fail(mask_password(str(error))) from None
+    if study is None and required:
+        raise fail(
+            f"no study {config.name!r} in {mask_password(url)}; valid: "
+            f"{names or 'none stored yet'} (fxai-tune run --study ... creates it)"
+        )
+    return study
+
+
+def _preflight(config, storage: str | None, *, allow_space_change: bool) -> None:  # noqa: ANN001
+    """Refuse, before any trial, what would fail every trial (`fxai_tune.tune.preflight`)."""
+    from fxai_tune.tune import PreflightError, mask_password, preflight
+
+    stored = _stored_study(config, storage, required=False)
+    try:
+        preflight(config, study=stored, allow_space_change=allow_space_change)
+    except PreflightError as error:
+        raise fail(mask_password(str(error))) from None
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise fail(f"--timeout must be seconds > 0, got {timeout:g}")
 
 
 def _open(config, storage: str | None):  # noqa: ANN001, ANN202
     from fxai_tune.tune import open_study
 
     return open_study(config, storage)
+
+
+AllowSpaceChangeOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-space-change",
+        help="Continue a stored study although a parameter's distribution changed "
+        "(TPE then models trials sampled from both).",
+    ),
+]
 
 
 @app.command()
@@ -283,6 +379,7 @@ def run(
     devices: Annotated[
         str | None, typer.Option(help="GPU indices for the workers, e.g. 0,1 (default: all).")
     ] = None,
+    allow_space_change: AllowSpaceChangeOption = False,
 ) -> None:
     """Create or resume a study and run its trials with K workers, showing progress."""
     from fxai_tune.tune import (
@@ -304,13 +401,25 @@ def run(
         device_list = [d.strip() for d in devices.split(",") if d.strip()]
         if not device_list or not all(d.isdigit() for d in device_list):
             raise fail(f"--devices must be comma-separated GPU indices like 0,1; got {devices!r}")
+        _check_devices(device_list)
+    _check_timeout(timeout)
     config = _load_study(study, storage)
     url = storage or config.storage
     cap = n_trials if n_trials is not None else config.n_trials
+    _preflight(config, storage, allow_space_change=allow_space_change)
     warning = check_storage_for_workers(url, workers)
     if warning:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     optuna_study = _open(config, url)
+    from fxai_tune.tune import fail_stale_trials
+
+    stale = fail_stale_trials(optuna_study)
+    if stale:
+        console.print(
+            f"failed {len(stale)} stale trial(s) {stale} (no heartbeat for "
+            f"{_grace(config):g} s: their worker is gone); their parameters are queued again",
+            highlight=False,
+        )
     console.print(
         f"study [bold]{config.name}[/] on {mask_password(url)}: cap {cap} trials, "
         f"{workers} worker(s); artifacts in {config.artifact_dir}",
@@ -325,13 +434,17 @@ def run(
         timeout=timeout if timeout is not None else config.timeout,
         devices=device_list,
         log_dir=log_dir,
+        allow_space_change=allow_space_change,
     )
     try:
         codes = watch(optuna_study, started, n_trials=cap, console=console)
     except KeyboardInterrupt:
-        err_console.print("interrupted: running trials were recorded FAIL; rerun to continue")
+        err_console.print(
+            "interrupted: the running trials were recorded FAIL and queued again; "
+            "rerun the same command to continue"
+        )
         raise typer.Exit(130) from None
-    summary = study_status(optuna_study)
+    summary = study_status(optuna_study, grace_period=_grace(config))
     _print_status(summary)
     save_dashboard_note(optuna_study, summary["overfitting"])
     if any(code == EXIT_FAILURE_RATE for code in codes):
@@ -342,6 +455,20 @@ def run(
         logs = ", ".join(str(w.log_path) for w, c in zip(started, codes) if c != 0)
         err_console.print(f"[bold red]error:[/] a worker exited with an error; see {logs}")
         raise typer.Exit(1)
+
+
+def _check_devices(device_list: list[str]) -> None:
+    import torch
+
+    count = torch.cuda.device_count()
+    if count == 0:
+        raise fail(
+            f"--devices {','.join(device_list)}: no CUDA GPU is visible on this machine; "
+            "valid: leave --devices out to run the workers on the CPU"
+        )
+    bad = [d for d in device_list if int(d) >= count]
+    if bad:
+        raise fail(f"--devices: GPU {bad[0]} does not exist; valid: 0..{count - 1}")
 
 
 def _last_line(paths: list[Path]) -> str:
@@ -363,13 +490,31 @@ def worker(
     worker_index: Annotated[
         int, typer.Option(help="Index among workers started together (sampler seed offset).")
     ] = 0,
+    allow_space_change: AllowSpaceChangeOption = False,
+    checked: Annotated[
+        bool, typer.Option("--checked", hidden=True, help="Pre-flight done by `run`.")
+    ] = False,
 ) -> None:
     """Join a study as one worker (e.g. from another machine with a PostgreSQL storage)."""
     from fxai_tune.tune import EXIT_FAILURE_RATE, FailureRateExceeded, run_worker
 
     if accelerator not in ("cpu", "gpu", "cuda", "auto"):
         raise fail(f"--accelerator must be one of cpu, gpu, cuda, auto; got {accelerator!r}")
+    if accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise fail(f"--accelerator {accelerator}: no CUDA GPU is visible; valid: cpu, auto")
+    if n_trials is not None and n_trials < 1:
+        raise fail(f"--n-trials must be >= 1, got {n_trials}")
+    if threads is not None and threads < 1:
+        raise fail(f"--threads must be >= 1, got {threads}")
+    if worker_index < 0:
+        raise fail(f"--worker-index must be >= 0, got {worker_index}")
+    _check_timeout(timeout)
     config = _load_study(study, storage)
+    if not checked:
+        _preflight(config, storage, allow_space_change=allow_space_change)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         counts = run_worker(
@@ -385,7 +530,9 @@ def worker(
         err_console.print(str(error), highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILURE_RATE) from None
     except KeyboardInterrupt:
-        err_console.print("interrupted: the running trial was recorded FAIL")
+        err_console.print(
+            "interrupted: the running trial was recorded FAIL and queued again; rerun to continue"
+        )
         raise typer.Exit(130) from None
     console.print(
         f"worker done: {counts.complete} complete, {counts.pruned} pruned, "
@@ -429,6 +576,20 @@ def _print_status(status: dict) -> None:
             console.print(line, highlight=False)
     for failure in status["failures"][-5:]:
         console.print(f"trial {failure['number']} failed: {failure['reason']}", highlight=False)
+    for stale in status.get("stale", []):
+        console.print(
+            f"trial {stale['number']} is stale: RUNNING, last heartbeat "
+            f"{stale['heartbeat_age_s']:.0f} s ago (its worker is gone); the next run or "
+            "worker fails it and re-runs its parameters",
+            highlight=False,
+        )
+
+
+def _grace(config) -> float | None:  # noqa: ANN001 - lazy import
+    """Seconds without a heartbeat after which a running trial is stale (None: no heartbeat)."""
+    if config.heartbeat_interval is None:
+        return None
+    return config.grace_period or 2 * config.heartbeat_interval
 
 
 @app.command()
@@ -443,7 +604,9 @@ def status(
     from fxai_tune.tune import study_status
 
     config = _load_study(study, storage)
-    summary = study_status(_open(config, storage))
+    summary = study_status(
+        _stored_study(config, storage, required=True), grace_period=_grace(config)
+    )
     if json_output:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -459,16 +622,35 @@ def export_best(
     """Write the best trial's complete training config (for `fxai-tune train --config`)."""
     from fxai_tune.tune import export_best_config
 
+    _check_output(output)
     config = _load_study(study, storage)
     try:
-        trial, _ = export_best_config(_open(config, storage), output)
+        trial, _ = export_best_config(_stored_study(config, storage, required=True), output)
     except ValueError as error:
         raise fail(str(error)) from None
+    except OSError as error:
+        raise fail(f"--output {str(output)!r}: cannot write ({error.strerror or error})") from None
     console.print(
         f"wrote {output} from trial {trial.number} (values {trial.values}); "
         f"train it with: fxai-tune train --config {output}",
         highlight=False,
     )
+
+
+def _check_output(output: Path) -> None:
+    """Refuse an output path whose directory cannot be created or written, before anything."""
+    import os
+
+    if output.is_dir():
+        raise fail(f"--output {str(output)!r} is a directory; valid: a file path such as best.yaml")
+    parent = output.parent if str(output.parent) else Path(".")
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise fail(
+            f"--output {str(output)!r}: directory {str(parent)!r} is not writable; valid: a "
+            "path in a directory this user can write"
+        )
 
 
 @app.command()
@@ -479,14 +661,27 @@ def dashboard(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
 ) -> None:
     """Serve optuna-dashboard on the study's storage with its artifacts."""
+    import socket
+
     from optuna.artifacts import FileSystemArtifactStore
     from optuna_dashboard import run_server
 
     from fxai_tune.tune import make_storage, mask_password
 
+    if not 1 <= port <= 65535:
+        raise fail(f"--port must be in 1..65535, got {port}")
     config = _load_study(study, storage)
+    _stored_study(config, storage, required=True)
     url = storage or config.storage
-    Path(config.artifact_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as error:
+        raise fail(f"--host/--port: cannot listen on {host}:{port} ({error.strerror or error})")
+    try:
+        Path(config.artifact_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise fail(f"{config.path}: artifact_dir: cannot create ({error.strerror or error})")
     console.print(
         f"optuna-dashboard for {mask_password(url)} on http://{host}:{port}/", highlight=False
     )

@@ -14,6 +14,7 @@ from fxai_tune.env import EnvConfig
 from fxai_tune.model import ModelConfig
 
 __all__ = [
+    "ACCELERATORS",
     "VAL_SCORES",
     "CurriculumConfig",
     "CurriculumStage",
@@ -28,6 +29,8 @@ VAL_SCORES = ("log_return", "total_return", "sharpe", "sortino", "calmar")
 better trading after costs and none depends on a reward-shaping weight."""
 
 _PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+"""Lightning accelerators a run may ask for (TPU/HPU/XLA are not supported)."""
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
@@ -104,6 +107,15 @@ class PPOConfig:
             raise ValueError(
                 f"ppo.batch_size={self.batch_size} exceeds the rollout size "
                 f"n_envs*n_steps={self.rollout_size}; valid: 1..{self.rollout_size}"
+            )
+        if self.rollout_size % self.batch_size:
+            # a ragged last minibatch would weigh its few samples like a full one (issue 11)
+            divisors = [d for d in range(1, self.rollout_size + 1) if self.rollout_size % d == 0]
+            near = sorted(divisors, key=lambda d: abs(d - self.batch_size))[:3]
+            raise ValueError(
+                f"ppo.batch_size={self.batch_size} does not divide the rollout size "
+                f"n_envs*n_steps={self.n_envs}*{self.n_steps}={self.rollout_size}; valid: a "
+                f"divisor of {self.rollout_size}, e.g. {', '.join(map(str, sorted(near)))}"
             )
 
     @property
@@ -203,6 +215,23 @@ class TrainerConfig:
     """torch.set_num_threads for CPU training; None leaves torch's default."""
 
     def __post_init__(self) -> None:
+        if self.accelerator not in ACCELERATORS:
+            raise ValueError(
+                f"trainer.accelerator must be one of {ACCELERATORS}, got {self.accelerator!r}"
+            )
+        devices = str(self.devices).strip()
+        if not (devices == "auto" or devices == "-1" or all(
+            part.strip().isdigit() for part in devices.rstrip(",").split(",")
+        )):
+            raise ValueError(
+                f"trainer.devices must be auto, a count (1) or indices (0,1), got {self.devices!r}"
+            )
+        if self.torch_threads is not None and (
+            isinstance(self.torch_threads, bool) or self.torch_threads < 1
+        ):
+            raise ValueError(
+                f"trainer.torch_threads must be an integer >= 1 or null, got {self.torch_threads!r}"
+            )
         if self.precision not in _PRECISIONS:
             raise ValueError(
                 f"trainer.precision must be one of {_PRECISIONS}, got {self.precision!r}"

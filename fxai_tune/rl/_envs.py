@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode
@@ -12,7 +13,7 @@ from fxai_tune.data import DataManager
 from fxai_tune.env import VectorTradingEnv
 from fxai_tune.rl._config import TrainConfig
 
-__all__ = ["SPLITS", "make_data_manager", "make_vector_env"]
+__all__ = ["SPLITS", "check_env_id", "make_data_manager", "make_vector_env"]
 
 SPLITS = ("train", "val", "test")
 
@@ -20,6 +21,37 @@ SPLITS = ("train", "val", "test")
 def make_data_manager(config: TrainConfig) -> DataManager:
     """Load the market data once for every env of a run."""
     return DataManager(config.data, windows=config.env.windows)
+
+
+def check_env_id(env_id: str) -> None:
+    """Check that gymnasium can make ``env_id``, importing its module first.
+
+    ``env_id`` is a registered id (``CartPole-v1``) or gymnasium's ``module:EnvId`` form for
+    envs that a package registers when imported (``my_envs:Trading-v0``).
+
+    Raises:
+        ValueError: One line naming the id, the module to import and what is valid.
+    """
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except Exception as error:  # noqa: BLE001 - any import failure is the user's module
+            raise ValueError(
+                f"env_id={env_id!r}: cannot import module {module!r} "
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                "valid: 'module:EnvId' with an importable module that registers EnvId"
+            ) from None
+    try:
+        gym.spec(name)
+    except gym.error.Error as error:
+        hint = (
+            f"{module!r} does not register it" if module
+            else "if a package registers it on import, write env_id: 'package:" + name + "'"
+        )
+        raise ValueError(
+            f"env_id={env_id!r} is not a registered gymnasium env ({error}); {hint}"
+        ) from None
 
 
 def make_vector_env(
@@ -50,6 +82,7 @@ def make_vector_env(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if config.env_id is not None:
+        check_env_id(config.env_id)
         try:
             env = gym.make_vec(
                 config.env_id,

@@ -11,6 +11,7 @@ from fxai_tune.tune._inspect import (
 from fxai_tune.tune._statistics import search_statistics, statistics_lines
 from fxai_tune.tune._launch import EXIT_FAILURE_RATE, launch_workers, plan_devices, watch
 from fxai_tune.tune._objective import TrialObjective, describe_failure
+from fxai_tune.tune._preflight import PreflightError, check_existing_study, preflight
 from fxai_tune.tune._pruning import OptunaPruningCallback, ValidationHistory
 from fxai_tune.tune._scoring import (
     ObjectiveSpec,
@@ -24,7 +25,9 @@ from fxai_tune.tune._runner import (
     FailureRateExceeded,
     StudyCounts,
     count_trials,
+    fail_stale_trials,
     open_study,
+    requeue_interrupted,
     run_worker,
     study_lock,
 )
@@ -32,6 +35,8 @@ from fxai_tune.tune._space import SearchSpace, SpaceError, load_search_space
 from fxai_tune.tune._storage import (
     StorageError,
     check_storage_for_workers,
+    check_storage_reachable,
+    find_study,
     make_storage,
     mask_password,
     normalize_storage_url,
@@ -49,6 +54,7 @@ __all__ = [
     "FailureRateExceeded",
     "ObjectiveSpec",
     "OptunaPruningCallback",
+    "PreflightError",
     "SearchSpace",
     "SpaceError",
     "StorageError",
@@ -58,13 +64,17 @@ __all__ = [
     "TrialObjective",
     "ValidationHistory",
     "best_trials",
+    "check_existing_study",
     "check_storage_for_workers",
+    "check_storage_reachable",
     "check_unshaped_objective",
     "count_trials",
     "decode_returns",
     "describe_failure",
     "encode_returns",
     "export_best_config",
+    "fail_stale_trials",
+    "find_study",
     "launch_workers",
     "load_search_space",
     "load_study_config",
@@ -75,6 +85,8 @@ __all__ = [
     "normalize_storage_url",
     "open_study",
     "plan_devices",
+    "requeue_interrupted",
+    "preflight",
     "score_trial",
     "select_validation",
     "run_worker",

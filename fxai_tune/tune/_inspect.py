@@ -14,7 +14,13 @@ from fxai_tune.rl import TrainConfig, build_train_config, save_train_config
 from fxai_tune.tune._runner import count_trials
 from fxai_tune.tune._statistics import search_statistics, statistics_lines
 
-__all__ = ["best_trials", "export_best_config", "save_dashboard_note", "study_status"]
+__all__ = [
+    "best_trials",
+    "export_best_config",
+    "heartbeat_ages",
+    "save_dashboard_note",
+    "study_status",
+]
 
 
 def best_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -26,8 +32,47 @@ def best_trials(study: optuna.Study) -> list[FrozenTrial]:
     return list(study.best_trials)
 
 
-def study_status(study: optuna.Study) -> dict[str, Any]:
-    """Trials by state, best value and params, and what each worker did (JSON-ready)."""
+def heartbeat_ages(study: optuna.Study) -> dict[int, float]:
+    """Seconds since the last heartbeat of each running trial that has one (RDB storages).
+
+    Measured on the database's clock, as Optuna's own staleness test is; {} for storages
+    without heartbeats (journal files).
+    """
+    storage = study._storage
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        return {}
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    running = {
+        t._trial_id: t.number
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    }
+    if not running:
+        return {}
+    session = storage.scoped_session()
+    try:
+        now = session.execute(sqlalchemy.func.now()).scalar().replace(tzinfo=None)
+        rows = (
+            session.query(models.TrialHeartbeatModel)
+            .filter(models.TrialHeartbeatModel.trial_id.in_(list(running)))
+            .all()
+        )
+        return {
+            running[row.trial_id]: (now - row.heartbeat.replace(tzinfo=None)).total_seconds()
+            for row in rows
+        }
+    finally:
+        session.close()
+
+
+def study_status(study: optuna.Study, *, grace_period: float | None = None) -> dict[str, Any]:
+    """Trials by state, best value and params, and what each worker did (JSON-ready).
+
+    ``stale`` lists the running trials whose heartbeat is older than ``grace_period``
+    seconds (their worker is gone) with that age; the next `run` or `worker` fails them and
+    re-runs their parameters.
+    """
     trials = study.get_trials(deepcopy=False)
     counts = count_trials(trials)
     workers: dict[str, dict[str, Any]] = defaultdict(
@@ -59,6 +104,12 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
         for t in trials
         if t.state == TrialState.FAIL
     ]
+    ages = heartbeat_ages(study)
+    stale = [
+        {"number": number, "heartbeat_age_s": round(age, 1)}
+        for number, age in sorted(ages.items())
+        if grace_period is not None and age > grace_period
+    ]
     return {
         "study": study.study_name,
         "directions": [d.name.lower() for d in study.directions],
@@ -74,6 +125,7 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
         "best": best,
         "overfitting": search_statistics(study),
         "failures": failures,
+        "stale": stale,
         "workers": dict(workers),
     }
 

@@ -52,6 +52,7 @@ def launch_workers(
     timeout: float | None,
     devices: list[str] | None,
     log_dir: Path,
+    allow_space_change: bool = False,
 ) -> list[WorkerProcess]:
     """Start ``workers`` processes running ``fxai-tune worker`` on the same study.
 
@@ -75,7 +76,10 @@ def launch_workers(
             str(n_trials),
             "--worker-index",
             str(index),
+            "--checked",  # the parent ran the pre-flight
         ]
+        if allow_space_change:
+            command.append("--allow-space-change")
         if timeout is not None:
             command += ["--timeout", str(timeout)]
         if device == "cpu":
@@ -86,8 +90,10 @@ def launch_workers(
             command += ["--accelerator", "gpu"]
         log_path = log_dir / f"worker_{index}.log"
         with open(log_path, "w") as log_file:
+            # a process group of its own: a terminal Ctrl-C reaches the parent only, which
+            # passes on exactly one SIGINT (a second one would stop the worker at once)
             process = subprocess.Popen(  # noqa: S603 - our own module, no shell
-                command, env=env, stdout=log_file, stderr=subprocess.STDOUT
+                command, env=env, stdout=log_file, stderr=subprocess.STDOUT, process_group=0
             )
         started.append(WorkerProcess(process, device, log_path))
     return started
@@ -107,7 +113,9 @@ def watch(
 ) -> list[int]:
     """Show trials done/pruned/failed and the best value until every worker has exited.
 
-    Ctrl-C is passed on to the workers, which record their running trial FAIL and stop.
+    Ctrl-C is passed on to the workers, which record their running trial FAIL, queue its
+    parameters again (it does not use up the cap) and stop; a second Ctrl-C kills them at
+    once (their trials are then failed as heartbeat-stale and retried by the next run).
     Returns the workers' exit codes.
     """
     columns = (
@@ -124,11 +132,22 @@ def watch(
                 _update(progress, task, study)
                 time.sleep(1.0)
         except KeyboardInterrupt:
+            console.print(
+                "interrupting: the running trials stop and will be re-run by the next run; "
+                "Ctrl-C again to stop at once", highlight=False,
+            )
             for worker in workers:
                 if worker.process.poll() is None:
                     worker.process.send_signal(signal.SIGINT)
-            for worker in workers:
-                worker.process.wait()
+            try:
+                for worker in workers:
+                    worker.process.wait()
+            except KeyboardInterrupt:
+                for worker in workers:
+                    if worker.process.poll() is None:
+                        worker.process.kill()
+                for worker in workers:
+                    worker.process.wait()
             raise
         finally:
             _update(progress, task, study)

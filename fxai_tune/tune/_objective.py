@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ def describe_failure(error: BaseException) -> str:
         return f"config: {text}"
     if isinstance(error, KeyboardInterrupt):
         return "interrupted (Ctrl-C)"
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"cannot write artifact {error.filename}: {error.strerror or text}"
     return f"{type(error).__name__}: {text}"
 
 
@@ -97,4 +100,10 @@ class TrialObjective:
             trial.set_user_attr("wall_time_s", time.perf_counter() - started)
             raise
         trial.set_user_attr("wall_time_s", time.perf_counter() - started)
+        bad = [(m, v) for m, v in zip(self.study.metrics, objective) if not math.isfinite(v)]
+        if bad:
+            # Optuna would record FAIL without a reason; say which metric (issue 11)
+            reason = f"NaN/inf: objective {bad[0][0]} = {bad[0][1]}"
+            trial.set_user_attr("fail_reason", reason)
+            raise FloatingPointError(reason)
         return objective if self.multi_objective else objective[0]

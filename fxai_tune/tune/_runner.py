@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.study import MaxTrialsCallback
@@ -36,7 +37,9 @@ __all__ = [
     "FailureRateExceeded",
     "StudyCounts",
     "count_trials",
+    "fail_stale_trials",
     "open_study",
+    "requeue_interrupted",
     "run_worker",
     "study_lock",
 ]
@@ -65,7 +68,10 @@ def open_study(
     url = storage_url or config.storage
     with study_lock(url, config.name):
         storage = make_storage(
-            url, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period
+            url,
+            heartbeat_interval=config.heartbeat_interval,
+            grace_period=config.grace_period,
+            max_retry=config.max_retry,
         )
         study = optuna.create_study(
             study_name=config.name,
@@ -221,6 +227,53 @@ def _fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
+INTERRUPTED_ATTR = "interrupted"
+"""User attr of a trial stopped by Ctrl-C; its parameters were queued again."""
+
+
+def requeue_interrupted(study: optuna.Study, number: int) -> int | None:
+    """Queue trial ``number``, stopped by Ctrl-C, again with its parameters.
+
+    The interrupted trial stays FAIL (``fail_reason`` says why) and the queued one replaces it
+    the way a heartbeat retry does (``retry_history``), so the cap counts the pair once and the
+    next run re-runs the parameters (issue 11). Returns the queued trial's number, or None when
+    the trial had finished anyway.
+    """
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    trial = trials.get(number)
+    if trial is None or trial.state not in (TrialState.FAIL, TrialState.RUNNING):
+        return None
+    if trial.state == TrialState.RUNNING:  # Ctrl-C before Optuna recorded it
+        study.tell(trial.number, state=TrialState.FAIL)
+    study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED_ATTR, True)
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    system_attrs = {
+        "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+        "retry_history": history,
+    }
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs={"requeued_from": trial.number},
+            system_attrs=system_attrs,
+        )
+    )
+    return max(t.number for t in study.get_trials(deepcopy=False))
+
+
+def fail_stale_trials(study: optuna.Study) -> list[int]:
+    """Fail the running trials whose worker stopped beating (and queue their retries).
+
+    Returns the numbers of the trials failed. A no-op for storages without heartbeat.
+    """
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    _fail_stale_trials(study)
+    after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    return sorted(before - after)
+
+
 def run_worker(
     config: StudyConfig,
     *,
@@ -256,6 +309,27 @@ def run_worker(
     callbacks = [MaxTrialsCallback(cap, states=None)]
     deadline = time.monotonic() + timeout if timeout is not None else None
     worker = f"{os.uname().nodename}:{os.getpid()}"
+    current: dict[str, int] = {}
+    try:
+        _run_trials(study, config, objective, url, cap, deadline, worker, current, callbacks)
+    except KeyboardInterrupt:
+        if "number" in current:
+            requeue_interrupted(study, current["number"])
+        raise
+    return count_trials(study.get_trials(deepcopy=False))
+
+
+def _run_trials(  # noqa: PLR0913 - the worker loop's state
+    study: optuna.Study,
+    config: StudyConfig,
+    objective: TrialObjective,
+    url: str,
+    cap: int,
+    deadline: float | None,
+    worker: str,
+    current: dict[str, int],
+    callbacks: list[Any],
+) -> None:
     while deadline is None or time.monotonic() < deadline:
         with study_lock(url, config.name) as release:
             # a trial whose worker died (no heartbeat for grace_period) is failed here and its
@@ -269,8 +343,9 @@ def run_worker(
 
             def gated(trial: optuna.Trial) -> float | list[float]:
                 release()  # the trial exists now: let other workers start theirs
+                current["number"] = trial.number
                 trial.set_user_attr("worker", worker)
                 return objective(trial)
 
             study.optimize(gated, n_trials=1, catch=(Exception,), callbacks=callbacks)
-    return count_trials(study.get_trials(deepcopy=False))
+            current.pop("number", None)

@@ -25,6 +25,8 @@ import base64
 import dataclasses
 import logging
 import math
+import signal
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -299,7 +301,10 @@ def _train(config: TrainConfig, callbacks: list[Any], kwargs: dict[str, Any]) ->
         raise
     except SystemExit as exit_:
         # Lightning turns Ctrl-C into sys.exit(1) after its own clean-up; make it an
-        # interrupt again so Optuna records the trial FAIL and stops.
+        # interrupt again so Optuna records the trial FAIL and stops. Lightning ignores SIGINT
+        # from its first one on: a second Ctrl-C must stop the worker at once (issue 11).
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         raise KeyboardInterrupt("interrupted during training") from exit_
 
 

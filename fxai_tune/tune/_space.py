@@ -150,6 +150,10 @@ def read_yaml(path: Path, error: type[ValueError]) -> Any:
         text = path.read_text()
     except OSError as exc:
         raise error(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise error(
+            f"{path}: not a text file (byte {exc.start} is not UTF-8); valid: a YAML text file"
+        ) from None
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:

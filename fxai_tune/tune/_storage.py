@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ __all__ = [
     "STORAGE_SCHEMES",
     "StorageError",
     "check_storage_for_workers",
+    "check_storage_reachable",
+    "find_study",
     "journal_path",
     "make_storage",
     "mask_password",
@@ -241,3 +244,111 @@ def check_storage_for_workers(url: str, n_workers: int) -> str | None:
         f"(--storage postgresql://USER@HOST:5432/DB) or a journal file "
         f"(--storage journal:///ABSOLUTE/PATH/{stem}.log)."
     )
+
+
+def _connect_args(backend: str) -> dict[str, Any]:
+    """Driver arguments that make an unreachable server fail in seconds, not minutes."""
+    return {"connect_timeout": 10} if backend in ("postgresql", "mysql") else {}
+
+
+def _unreachable(url: str, error: BaseException) -> StorageError:
+    parsed = make_url(normalize_storage_url(url))
+    detail = _first_line(error)
+    if parsed.password:
+        detail = detail.replace(parsed.password, "***")
+    where = f"{parsed.host or 'localhost'}:{parsed.port or 'default port'}"
+    return StorageError(
+        f"cannot reach storage {mask_password(url)!r} at {where}: {mask_password(detail)}; "
+        "check that the server runs there and the user, password and database are right"
+    )
+
+
+def check_storage_reachable(url: str) -> None:
+    """Connect to an RDB storage once (``SELECT 1``) without creating anything.
+
+    SQLite and journal files are checked by their directory: it must exist or be creatable.
+
+    Raises:
+        StorageError: One line with host and port and the password masked.
+    """
+    backend = storage_backend(url)
+    if backend in ("postgresql", "mysql"):
+        import sqlalchemy.pool
+
+        engine = sqlalchemy.create_engine(
+            normalize_storage_url(url),
+            poolclass=sqlalchemy.pool.NullPool,
+            connect_args=_connect_args(backend),
+        )
+        try:
+            with engine.connect() as connection:
+                connection.execute(sqlalchemy.text("SELECT 1"))
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError, OSError) as error:
+            raise _unreachable(url, error) from None
+        finally:
+            engine.dispose()
+        return
+    path = journal_path(url)
+    if path is None:
+        database = make_url(normalize_storage_url(url)).database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return
+        path = Path(database).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".fxai-write-check-"):
+            pass
+    except OSError as error:
+        raise StorageError(
+            f"storage {mask_password(url)!r}: cannot write in {str(path.parent)!r} "
+            f"({error.strerror or error}); valid: a file in a directory this user can write"
+        ) from None
+
+
+def find_study(url: str, name: str) -> tuple[optuna.Study | None, list[str]]:
+    """The stored study ``name`` (None if absent) and the names of the stored studies.
+
+    Creates nothing: a missing SQLite or journal file, or a database without Optuna's
+    tables, holds no study.
+
+    Raises:
+        StorageError: When the storage cannot be reached or read.
+    """
+    backend = storage_backend(url)
+    path = journal_path(url)
+    if backend == "sqlite":
+        database = make_url(normalize_storage_url(url)).database
+        if not database or database == ":memory:":
+            return None, []
+        path = Path(database).expanduser()
+    if path is not None and not path.is_file():
+        return None, []
+    if backend in ("postgresql", "mysql"):
+        import sqlalchemy.pool
+
+        check_storage_reachable(url)
+        engine = sqlalchemy.create_engine(
+            normalize_storage_url(url),
+            poolclass=sqlalchemy.pool.NullPool,
+            connect_args=_connect_args(backend),
+        )
+        try:
+            has_tables = sqlalchemy.inspect(engine).has_table("studies")
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            raise _unreachable(url, error) from None
+        finally:
+            engine.dispose()
+        if not has_tables:
+            return None, []
+    storage = make_storage(url)
+    try:
+        names = [s.study_name for s in storage.get_all_studies()]
+        if name not in names:
+            return None, names
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.load_study(study_name=name, storage=storage), names
+    except (sqlalchemy.exc.SQLAlchemyError, OSError) as error:
+        raise StorageError(
+            f"cannot read storage {mask_password(url)!r}: {mask_password(_first_line(error))}"
+        ) from None

@@ -26,6 +26,8 @@ A study file (``studies/<name>.yaml``)::
     max_failure_rate: 0.5               # stop the study when more trials than this fail
     heartbeat_interval: 10              # s; RDB heartbeat (null disables it)
     grace_period: 30                    # s without heartbeat before a trial is failed
+    max_retry: 3                        # re-runs of a trial whose worker died (null: no limit)
+    outage_window: 300                  # s a worker rides out an unreachable database
 
 Samplers: tpe, random, cmaes, gp, qmc, nsga2; pruners: median, percentile, successive_halving,
 hyperband, none. ``options`` are the keyword arguments of the Optuna class, checked against its
@@ -124,6 +126,8 @@ _KEYS = (
     "max_failure_rate",
     "heartbeat_interval",
     "grace_period",
+    "max_retry",
+    "outage_window",
 )
 
 
@@ -200,6 +204,12 @@ class StudyConfig:
     """Seconds between heartbeats of a running trial (RDB storages); None disables."""
     grace_period: int | None = 30
     """Seconds without heartbeat before a running trial is failed and retried."""
+    max_retry: int | None = 3
+    """Times a trial whose worker died (stale heartbeat) is re-run with its parameters;
+    None: without limit."""
+    outage_window: float = 300.0
+    """Seconds a worker keeps retrying storage calls while the database is unreachable
+    (training goes on); past it the worker stops with one line naming host and port."""
     search_space: str = ""
     """The search space as the file names it (name or path)."""
     description: str = ""
@@ -254,10 +264,47 @@ def _options(
             raise StudyError(
                 f"{key}.{name}: unknown option of {cls.__name__}; valid: {sorted(accepted)}"
             )
+    for name, value in options.items():
+        expected = _annotation_text(accepted[name].annotation)
+        if not _fits(value, expected):
+            raise StudyError(
+                f"{key}.{name}: got {value!r} ({type(value).__name__}); valid: {expected}"
+            )
     missing = [n for n, p in accepted.items() if p.default is p.empty and n not in options]
     if missing:
         raise StudyError(f"{key}: {cls.__name__} needs option {missing[0]!r}")
     return dict(options)
+
+
+_SCALARS: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "str": (str,),
+    "None": (type(None),),
+}
+
+
+def _annotation_text(annotation: Any) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
+
+
+def _fits(value: Any, annotation: str) -> bool:
+    """Whether a YAML ``value`` fits an Optuna argument annotation such as ``int | None``.
+
+    Only scalar annotations are checked (``n_startup_trials: five`` would fail deep inside
+    Optuna at the first trial, issue 11); any other annotation accepts the value.
+    """
+    parts = [part.strip() for part in annotation.split("|")]
+    if not parts or any(part not in _SCALARS for part in parts):
+        return True
+    for part in parts:
+        types_ = _SCALARS[part]
+        if isinstance(value, bool) and bool not in types_:
+            continue
+        if isinstance(value, types_):
+            return True
+    return False
 
 
 def _construct(cls: type, kwargs: dict[str, Any], key: str) -> Any:
@@ -441,6 +488,12 @@ class _StudyParser:
                 "grace_period", f"got {grace} with heartbeat_interval={heartbeat}; valid: "
                 "grace_period > heartbeat_interval"
             )
+        max_retry = self.int_value(data, "max_retry", 3, low=0, optional=True)
+        outage = data.get("outage_window", 300)
+        if isinstance(outage, bool) or not isinstance(outage, int | float) or not (
+            outage > 0 and math.isfinite(outage)
+        ):
+            raise self.fail("outage_window", f"got {outage!r}; valid: seconds > 0")
         storage = self.storage(data.get("storage"), name)
         artifact_dir = data.get("artifact_dir")
         if artifact_dir is None:
@@ -491,6 +544,8 @@ class _StudyParser:
             max_failure_rate=float(rate),
             heartbeat_interval=heartbeat,
             grace_period=grace,
+            max_retry=max_retry,
+            outage_window=float(outage),
             search_space=space_name,
             description=description,
         )
