@@ -90,6 +90,7 @@ def simulate(market: MarketData, config: EnvConfig, start: int, stop: int, actio
     mid_high = [float(p) + shift * s for p, s in zip(market.high, spread, strict=True)]
     mid_low = [float(p) + shift * s for p, s in zip(market.low, spread, strict=True)]
     slippage = cost.to_price(cost.slippage, market.pip_size)
+    impact = cost.to_price(cost.slippage_per_lot, market.pip_size) / config.lot_size
     commission = cost.commission_per_lot / config.lot_size
     rates = quote_to_account(market, config, mid_close)
     nights = swap_nights(market)
@@ -106,7 +107,14 @@ def simulate(market: MarketData, config: EnvConfig, start: int, stop: int, actio
         wanted = targets[action]
         rate = rates[t + 1]
         p_open = mid_open[t + 1]
-        unit_cost = ((0.5 * spread[t + 1] + slippage) * rate + commission) * cost_scale
+        # slippage: fixed, plus a multiple of the decision bar's volatility times the price
+        slip = slippage + (cost.slippage_volatility * float(market.volatility[t]) * p_open
+                           if cost.slippage_volatility else 0.0)
+
+        def cost_per_unit(units: float) -> float:  # orders of more units slip more per unit
+            return ((0.5 * spread[t + 1] + slip + impact * units) * rate
+                    + commission) * cost_scale
+
         gap = pos * (p_open - mid_close[t]) * rate
         if pos != 0 and nights[t + 1]:  # swaps of the position held through the rolls
             swap = fin.swap_long if pos > 0 else fin.swap_short
@@ -115,8 +123,10 @@ def simulate(market: MarketData, config: EnvConfig, start: int, stop: int, actio
         adds = abs(wanted) > abs(pos) or wanted * pos < 0
         margin = abs(wanted) * p_open * rate / config.leverage
         new = wanted
-        if adds and margin > equity + gap - abs(wanted - pos) * unit_cost:
+        order = abs(wanted - pos)
+        if adds and margin > equity + gap - order * cost_per_unit(order):
             new = pos
+        unit_cost = cost_per_unit(abs(new - pos))
         trade_cost = abs(new - pos) * unit_cost
         # Stop-out: walk from the open to the adverse extreme of the bar.
         stop_equity = config.stop_out_level * abs(new) * p_open * rate / config.leverage
@@ -131,7 +141,7 @@ def simulate(market: MarketData, config: EnvConfig, start: int, stop: int, actio
                 lo, hi = min(p_open, extreme), max(p_open, extreme)
                 exit_price = min(max(exit_price, lo), hi)
         body = new * (exit_price - p_open) * rate
-        stop_cost = abs(new) * unit_cost if stopped else 0.0
+        stop_cost = abs(new) * cost_per_unit(abs(new)) if stopped else 0.0
         gross = gap + body
         # Round trips: closing a position (flat or flip) ends a trade; a flip's cost is split.
         side_old, side_new = np.sign(pos), np.sign(new)

@@ -1,8 +1,8 @@
 """The fast vector engine against the plain-loop reference (`_reference_accounting`) on random
 configurations: direct, inverse and cross pairs, sizes, spread (configured, rollover-widened or
-per bar from data), slippage, commission, penalties, differential Sharpe, difficulty-scaled
-costs, orders refused for margin, stop-outs inside the bar and after gaps, swaps in every unit
-(the reference counts the rolls on its own calendar)."""
+per bar from data), slippage (fixed, per lot, volatility-scaled), commission, penalties,
+differential Sharpe, difficulty-scaled costs, orders refused for margin, stop-outs inside the
+bar and after gaps, swaps in every unit (the reference counts the rolls on its own calendar)."""
 
 from __future__ import annotations
 
@@ -59,10 +59,13 @@ def random_case(seed: int):
         rollover_multiplier=float(rng.uniform(1.0, 4.0)),
         rollover_hours=sorted(rng.choice(24, int(rng.integers(0, 4)), replace=False).tolist()),
         slippage=float(rng.uniform(0, 0.5)),
+        slippage_per_lot=float(rng.choice([0.0, rng.uniform(0, 0.3)])),
+        slippage_volatility=float(rng.choice([0.0, rng.uniform(0, 1.0)])),
         commission_per_lot=float(rng.choice([0.0, rng.uniform(0, 7.0)])))
     if cost.unit == "price":
         cost.spread *= 1e-4
         cost.slippage *= 1e-4
+        cost.slippage_per_lot *= 1e-4
     swap_unit = str(rng.choice(["points", "pips", "annual_rate"]))
     swap_scale = {"points": 30.0, "pips": 3.0, "annual_rate": 0.05}[swap_unit]
     financing = FinancingConfig(unit=swap_unit,

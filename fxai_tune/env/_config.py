@@ -72,6 +72,12 @@ class CostConfig:
     """UTC hours of the base bar at which the configured spread is widened."""
     slippage: float = 0.1
     """Adverse fill price move per unit traded, in ``unit``, paid on every change of position."""
+    slippage_per_lot: float = 0.0
+    """Extra adverse fill price move, in ``unit``, per lot of the order (market impact: the
+    cost of an order of ``k`` lots grows as ``k * (slippage + slippage_per_lot * k)``)."""
+    slippage_volatility: float = 0.0
+    """Extra adverse fill price move as a multiple of the decision bar's realised volatility
+    (``MarketData.volatility``, log return per bar) times the fill price."""
     commission_per_lot: float = 0.0
     """Commission per side per lot (``EnvConfig.lot_size`` units), in the account currency."""
 
@@ -91,6 +97,10 @@ class CostConfig:
                                  f"rollover_hours={self.rollover_hours!r}")
         self.rollover_hours = hours
         self.slippage = _check_finite(owner, "slippage", self.slippage, low=0.0)
+        self.slippage_per_lot = _check_finite(owner, "slippage_per_lot", self.slippage_per_lot,
+                                              low=0.0)
+        self.slippage_volatility = _check_finite(
+            owner, "slippage_volatility", self.slippage_volatility, low=0.0)
         self.commission_per_lot = _check_finite(
             owner, "commission_per_lot", self.commission_per_lot, low=0.0)
 

@@ -239,6 +239,9 @@ class TradingEngine:
         this difficulty."""
         self.commission_per_unit = self.tables.commission_per_unit * self.cost_scale
         """Commission per unit traded (account currency), at this difficulty."""
+        self.slippage_per_unit_traded = self.tables.slippage_per_unit_traded * self.cost_scale
+        """Size-dependent slippage per unit traded and unit of order size, at this
+        difficulty."""
         tables = self.tables
         full = self.config.episode_length
         shortest = min(cur.min_episode_length, full)
@@ -363,7 +366,12 @@ class TradingEngine:
         # Fill at the open of t+1, mark at its close; quote-currency amounts in the account
         # currency at the rate of t+1's close.
         rate = tables.quote_to_account[nxt]
-        unit_cost = self.price_cost[nxt] * rate + self.commission_per_unit
+        price_cost, impact = self.price_cost[nxt], self.slippage_per_unit_traded
+
+        def unit_cost_of(units: np.ndarray) -> np.ndarray:
+            """Cost per unit of an order of ``units`` (account currency)."""
+            return (price_cost + impact * units) * rate + self.commission_per_unit
+
         gap = pos * (open_price - tables.mid_close[t]) * rate
         # Financing: the swap of the position held through the daily rolls before t+1.
         swap_per_unit = np.where(pos > 0, tables.swap_long[nxt], tables.swap_short[nxt])
@@ -374,10 +382,12 @@ class TradingEngine:
         # cannot carry its margin (the position is kept).
         adds_exposure = (np.abs(wanted) > np.abs(pos)) | (wanted * pos < 0)
         wanted_margin = np.abs(wanted) * open_price * rate / config.leverage
-        wanted_fill_equity = s.equity + carry - np.abs(wanted - pos) * unit_cost
+        wanted_units = np.abs(wanted - pos)
+        wanted_fill_equity = s.equity + carry - wanted_units * unit_cost_of(wanted_units)
         refused = adds_exposure & (wanted_margin > wanted_fill_equity)
         new = np.where(refused, pos, wanted)
         action = np.where(refused, s.action, a)
+        unit_cost = unit_cost_of(np.abs(new - pos))
         fill_cost = np.abs(new - pos) * unit_cost
         fill_equity = s.equity + carry - fill_cost
 
@@ -394,7 +404,7 @@ class TradingEngine:
                              np.maximum(open_price, adverse_price))
         exit_price = np.where(stopped, stop_price, tables.mid_close[nxt])
         body = new * (exit_price - open_price) * rate
-        stop_cost = np.where(stopped, np.abs(new) * unit_cost, 0.0)
+        stop_cost = np.where(stopped, np.abs(new) * unit_cost_of(np.abs(new)), 0.0)
         cost = fill_cost + stop_cost
         gross = carry + body
         equity_old = s.equity

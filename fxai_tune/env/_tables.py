@@ -81,8 +81,11 @@ class MarketTables:
         mid_close: ``(n,)`` float64 mid close prices.
         mid_high, mid_low: ``(n,)`` float64 mid high and low prices (stop-outs).
         spread: ``(n,)`` float64 spread in price units used for each bar.
-        price_cost: ``(n,)`` float64 half spread plus slippage per unit traded at the open of
-            each bar, in price units (quote currency; difficulty 1).
+        price_cost: ``(n,)`` float64 half spread plus slippage (fixed and volatility-scaled)
+            per unit traded at the open of each bar, in price units (quote currency;
+            difficulty 1).
+        slippage_per_unit_traded: Extra slippage per unit traded and unit of the order's size,
+            in price units (``slippage_per_lot`` / ``lot_size``).
         commission_per_unit: Commission per unit traded, in the account currency.
         quote_to_account: ``(n,)`` float64 account-currency value of one unit of the quote
             currency at the close of each bar (`conversion_rates`).
@@ -126,7 +129,10 @@ class MarketTables:
         self.mid_close = np.asarray(market.close, dtype=np.float64) + sign * half
         self.mid_high = np.asarray(market.high, dtype=np.float64) + sign * half
         self.mid_low = np.asarray(market.low, dtype=np.float64) + sign * half
-        self.price_cost = half + cost.to_price(cost.slippage, market.pip_size)
+        self.price_cost = (half + cost.to_price(cost.slippage, market.pip_size)
+                           + self._volatility_slippage(market, config))
+        self.slippage_per_unit_traded = (cost.to_price(cost.slippage_per_lot, market.pip_size)
+                                         / config.lot_size)
         self.commission_per_unit = cost.commission_per_lot / config.lot_size
         self.base, self.quote = pair_currencies(market)
         self.quote_to_account = conversion_rates(market, config.account_currency,
@@ -191,6 +197,19 @@ class MarketTables:
             raise ValueError(f"MarketData.volatility must be empty or of shape ({n},), got "
                              f"{self.volatility.shape}")
         self.periods_per_year = float(market.periods_per_year)
+
+    def _volatility_slippage(self, market: MarketData, config: EnvConfig) -> np.ndarray:
+        """``slippage_volatility x volatility[t-1] x mid_open[t]``: a fill at the open of bar
+        ``t`` slips by a multiple of the volatility known at the decision bar ``t - 1``."""
+        multiple = config.cost.slippage_volatility
+        if multiple == 0.0:
+            return np.zeros(len(self.mid_open))
+        volatility = np.asarray(market.volatility, dtype=np.float64)
+        if volatility.shape != self.mid_open.shape or not np.all(np.isfinite(volatility)):
+            raise ValueError(f"CostConfig.slippage_volatility={multiple} needs a finite "
+                             f"MarketData.volatility per bar, got shape {volatility.shape}; "
+                             "set slippage_volatility=0")
+        return multiple * np.r_[0.0, volatility[:-1]] * self.mid_open
 
     def _swap_per_unit(self, value: float, market: MarketData, config: EnvConfig
                        ) -> np.ndarray:
