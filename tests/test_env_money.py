@@ -8,7 +8,7 @@ import pytest
 from _market_fixtures import FLAT, LONG, make_market, small_config
 
 from fxai_tune.data import DataConfig, DataError, DataManager, rollover_nights
-from fxai_tune.env import EnvConfig, FinancingConfig, TradingEnvironment
+from fxai_tune.env import CostConfig, EnvConfig, FinancingConfig, TradingEnvironment
 
 LOT = 100_000.0
 E0 = 100_000.0
@@ -307,3 +307,74 @@ def test_a_swap_in_points_is_a_tenth_of_a_pip_and_converts_to_the_account_curren
 def test_bad_financing_settings_are_refused_naming_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         FinancingConfig(**kwargs)
+
+
+# -- costs -------------------------------------------------------------------------------------
+
+
+def test_slippage_per_lot_grows_with_the_size_traded():
+    market = make_market([1.1] * 10, price_side="mid")
+    cost = CostConfig(spread=0.0, slippage=0.1, slippage_per_lot=0.2)
+    (one,) = _run(market, [3], cost=cost, position_sizes=[1.0, 5.0])
+    (five,) = _run(market, [4], cost=cost, position_sizes=[1.0, 5.0])
+    # per unit: 0.1 pips + 0.2 pips x lots traded
+    assert E0 - one["equity"] == pytest.approx(LOT * (0.1 + 0.2 * 1) * 1e-4, rel=1e-9)
+    assert E0 - five["equity"] == pytest.approx(5 * LOT * (0.1 + 0.2 * 5) * 1e-4, rel=1e-9)
+
+
+def test_slippage_scales_with_the_volatility_known_at_the_decision():
+    volatility = np.zeros(10)
+    volatility[3] = 2e-3  # the decision bar's realised volatility (log returns per bar)
+    market = make_market([1.1] * 10, price_side="mid", volatility=volatility)
+    cost = CostConfig(spread=0.0, slippage=0.0, slippage_volatility=0.5)
+    (info,) = _run(market, [LONG], cost=cost)
+    assert E0 - info["equity"] == pytest.approx(LOT * 0.5 * 2e-3 * 1.1, rel=1e-9)
+
+
+def test_volatility_slippage_without_a_volatility_series_is_refused():
+    market = make_market([1.1] * 10)
+    with pytest.raises(ValueError, match="slippage_volatility"):
+        TradingEnvironment(market, config=small_config(
+            cost=CostConfig(slippage_volatility=0.5)))
+
+
+def _write_spread_bars(path, closes, spread):
+    stamps = pd.date_range("2017-01-02 00:00", periods=len(closes), freq="1h")
+    pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"), "open": closes,
+                  "high": closes, "low": closes, "close": closes, "spread": spread}
+                 ).to_csv(path, index=False)
+    return str(path)
+
+
+def test_a_spread_column_of_undeclared_unit_is_refused(tmp_path):
+    path = _write_spread_bars(tmp_path / "bars.csv", np.full(120, 1.1), np.full(120, 8.0))
+    with pytest.raises(DataError, match="spread_unit"):
+        DataManager(DataConfig(source=path, symbol="EURUSD"), windows={"1h": 4})
+
+
+@pytest.mark.parametrize("unit, value, price", [("points", 8.0, 8e-5), ("pips", 0.8, 8e-5),
+                                                ("price", 8e-5, 8e-5)])
+def test_a_spread_column_is_read_in_its_declared_unit(tmp_path, unit, value, price):
+    path = _write_spread_bars(tmp_path / "bars.csv", np.full(120, 1.1), np.full(120, value))
+    config = DataConfig(source=path, symbol="EURUSD", spread_unit=unit)
+    market = DataManager(config, windows={"1h": 4}).market("train")
+    np.testing.assert_allclose(market.spread, price, rtol=1e-12)
+
+
+def test_bid_and_ask_files_give_the_per_bar_spread(tmp_path):
+    rng = np.random.default_rng(2)
+    bid = 1.1 * np.exp(np.cumsum(1e-3 * rng.standard_normal(120)))
+    spread = rng.uniform(0.5e-4, 3e-4, 120)
+    bid_path = _write_bars(tmp_path / "bid.csv", bid)
+    ask_path = _write_bars(tmp_path / "ask.csv", bid + spread)
+    config = DataConfig(source=bid_path, symbol="EURUSD", price_side="bid",
+                        other_side_source=ask_path)
+    market = DataManager(config, windows={"1h": 4}).market("train")
+    opens = np.r_[bid[:1] + spread[:1], bid[:-1] + spread[:-1]] - np.r_[bid[:1], bid[:-1]]
+    np.testing.assert_allclose(market.spread, opens, rtol=1e-9)  # at the open: the fill
+
+
+def test_an_other_side_file_needs_a_declared_price_side(tmp_path):
+    path = _write_bars(tmp_path / "bid.csv", np.full(50, 1.1))
+    with pytest.raises(ValueError, match="price_side"):
+        DataConfig(source=path, other_side_source=path)

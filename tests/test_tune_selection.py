@@ -184,7 +184,8 @@ def test_perturbing_the_test_bars_changes_no_fold_score(tmp_path):
     for name, perturb in (("clean", False), ("perturbed", True)):
         config = tiny_fx_config(
             tmp_path / name,
-            data={"source": str(_bars_file(tmp_path, name, perturb)), "format": "csv"},
+            data={"source": str(_bars_file(tmp_path, name, perturb)), "format": "csv",
+                  "symbol": "EURUSD"},
             trainer={"val_episodes": 2},
         )
         study = optuna.create_study(direction="maximize")

@@ -20,7 +20,11 @@ from fxai_tune.data._sample import SAMPLE_PRICE_SIDE, SAMPLE_SYMBOL
 from fxai_tune.data._synthetic import SyntheticConfig
 from fxai_tune.data._timeframes import parse_timeframe
 
-__all__ = ["PRICE_SIDES", "SOURCES", "DataConfig"]
+__all__ = ["PRICE_SIDES", "SOURCES", "SPREAD_UNITS", "DataConfig"]
+
+SPREAD_UNITS = ("price", "pips", "points")
+"""Units a file's spread column may be in: price units, pips (`resolved_pip_size`) or points
+(a tenth of a pip, the last digit of a 5-digit quote)."""
 
 SOURCES = ("sample", "synthetic")
 """Named sources; any other ``source`` is a file path."""
@@ -56,6 +60,13 @@ class DataConfig:
     price_side: str | None = None
     """Quote of the prices: ``ask``, ``bid`` or ``mid``; None: ask (sample), mid (synthetic),
     bid (files)."""
+    spread_unit: str | None = None
+    """Unit of a file's ``spread`` column: ``price``, ``pips`` or ``points`` (pip / 10); None:
+    a file with a spread column is refused (points read as price would be 10,000x wrong)."""
+    other_side_source: str | None = None
+    """File of the other side's bars (the ASK file for a BID ``source``, or the reverse, as
+    Dukascopy exports them; same format options): the spread of each bar is the difference of
+    the two opens (the fill price). Needs ``price_side`` ``ask`` or ``bid``."""
     timeframe: str | None = None
     """Base timeframe (``"1h"``); None detects it from the median bar spacing. A coarser one than
     the data's resamples the bars."""
@@ -140,6 +151,18 @@ class DataConfig:
             if not Path(self.conversion_source).is_file():
                 raise ValueError(f"conversion_source must be an existing file, got "
                                  f"conversion_source={self.conversion_source!r}")
+        if self.spread_unit is not None and self.spread_unit not in SPREAD_UNITS:
+            raise ValueError(f"spread_unit must be one of {SPREAD_UNITS} or None; got "
+                             f"spread_unit={self.spread_unit!r}")
+        if self.other_side_source is not None:
+            if self.price_side not in ("ask", "bid"):
+                raise ValueError(
+                    "other_side_source gives the spread against the source's side: set "
+                    f"price_side to 'ask' or 'bid' (the source's); got "
+                    f"price_side={self.price_side!r}")
+            if not Path(self.other_side_source).is_file():
+                raise ValueError(f"other_side_source must be an existing file, got "
+                                 f"other_side_source={self.other_side_source!r}")
         if self.format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}; got format={self.format!r}")
         if self.columns is not None:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fxai_tune.data._config import DataConfig
+from fxai_tune.data._config import SPREAD_UNITS, DataConfig
 from fxai_tune.data._features import (
     FEATURE_NAMES,
     SESSION_FEATURE_NAMES,
@@ -265,12 +265,46 @@ class DataManager:
         if cfg.source == "sample":
             return load_sample()
         if cfg.source == "synthetic":
-            return generate_synthetic_bars(cfg.synthetic)
+            return generate_synthetic_bars(cfg.synthetic)  # spread in price units
+        bars = self._load_file(cfg.source)
+        where = bars.attrs.get("source", cfg.source)
+        if "spread" in bars and cfg.other_side_source is not None:
+            raise DataError(f"{where}: the file has a spread column and other_side_source is "
+                            "set; give one source of the spread")
+        if "spread" in bars:
+            if cfg.spread_unit is None:
+                raise DataError(
+                    f"{where}: the file has a spread column of undeclared unit; set "
+                    f"spread_unit to one of {SPREAD_UNITS} (points = pip / 10)")
+            pip = cfg.resolved_pip_size
+            bars["spread"] *= {"price": 1.0, "pips": pip, "points": pip / 10}[cfg.spread_unit]
+        if cfg.other_side_source is not None:
+            bars["spread"] = self._other_side_spread(bars, where)
+        return bars
+
+    def _load_file(self, path: str) -> pd.DataFrame:
+        cfg = self.config
         return load_bars(
-            cfg.source, format=cfg.format, columns=cfg.columns,
+            path, format=cfg.format, columns=cfg.columns,
             timestamp_format=cfg.timestamp_format, timezone=cfg.timezone,
             outliers=cfg.outliers, outlier_multiple=cfg.outlier_multiple,
         )
+
+    def _other_side_spread(self, bars: pd.DataFrame, where: str) -> np.ndarray:
+        """Ask open minus bid open of every bar, from ``other_side_source``."""
+        cfg = self.config
+        other = self._load_file(cfg.other_side_source)["open"].reindex(bars.index)
+        if other.isna().any():
+            missing = bars.index[int(np.flatnonzero(other.isna().to_numpy())[0])]
+            raise DataError(f"{cfg.other_side_source}: no bar at {missing}, which {where} "
+                            "has; the two sides must hold the same bars")
+        ask, bid = (bars["open"], other) if cfg.price_side == "ask" else (other, bars["open"])
+        spread = (ask - bid).to_numpy(dtype=np.float64)
+        if np.any(spread < 0):
+            at = bars.index[int(np.flatnonzero(spread < 0)[0])]
+            raise DataError(f"{cfg.other_side_source}: the ask is below the bid at {at}; is "
+                            f"price_side={cfg.price_side!r} the side of {where}?")
+        return spread
 
     def _conversion_closes(self, index: pd.DatetimeIndex) -> np.ndarray | None:
         """Closes of ``conversion_source`` at every base bar: the close of its bar opening at
@@ -278,11 +312,7 @@ class DataManager:
         cfg = self.config
         if cfg.conversion_source is None:
             return None
-        bars = load_bars(
-            cfg.conversion_source, format=cfg.format, columns=cfg.columns,
-            timestamp_format=cfg.timestamp_format, timezone=cfg.timezone,
-            outliers=cfg.outliers, outlier_multiple=cfg.outlier_multiple,
-        )
+        bars = self._load_file(cfg.conversion_source)
         closes = bars["close"].reindex(index, method="ffill")
         if closes.isna().any():
             first = index[int(np.flatnonzero(closes.isna().to_numpy())[0])]
