@@ -13,8 +13,7 @@ It also times one forward pass (``no_grad``, eval mode, one torch thread) of the
 vector step during rollout collection, and prints the ratio (target: the env >= 50x faster;
 issue 13).
 
-``--breakdown`` then times every statement of ``TradingEngine.step`` and of the reward kernel
-in both copy modes (each line followed by a ``perf_counter_ns`` probe whose own cost is
+``--breakdown`` then times every statement of ``TradingEngine.step`` in both copy modes (each line followed by a ``perf_counter_ns`` probe whose own cost is
 subtracted; minimum over batches of 200 steps, which filters out other processes on a shared
 machine).
 
@@ -36,7 +35,6 @@ from typing import Any
 import numpy as np
 
 import fxai_tune.env._engine as engine_module
-import fxai_tune.env._reward as reward_module
 from fxai_tune.data import DataConfig, DataManager, MarketData
 from fxai_tune.env import EnvConfig, TradingEnvironment, VectorTradingEnv
 
@@ -158,13 +156,12 @@ def breakdown(market: MarketData, num_envs: int, batches: int = 100, *, copy: bo
               ) -> None:
     """Print the cost of every statement of one vector step (see the module docstring)."""
     totals: dict[str, int] = {}
-    step, kernel = engine_module.TradingEngine.step, reward_module.RewardSystem.kernel
+    step = engine_module.TradingEngine.step
     engine_module.TradingEngine.step = _probed(step, "step", "engine", totals)
-    reward_module.RewardSystem.kernel = _probed(kernel, "step", "reward", totals)
     try:
         _time_statements(market, num_envs, batches, totals, copy)
     finally:
-        engine_module.TradingEngine.step, reward_module.RewardSystem.kernel = step, kernel
+        engine_module.TradingEngine.step = step
 
 
 def _time_statements(market: MarketData, num_envs: int, batches: int,
@@ -191,12 +188,10 @@ def _time_statements(market: MarketData, num_envs: int, batches: int,
             env.step(actions[(200 * b + k) & 4095])
         for key, ns in totals.items():
             best[key] = min(best[key], max(0.0, ns / 200 - tick) / 1000)
-    kernel_call = next((k for k in best if k.startswith("engine") and "reward_kernel(" in k),
-                       None)
     print(f"per-statement cost of one VectorTradingEnv x{num_envs} step with copy={copy}, us:")
     for key, us in best.items():
         print(f"{us:7.2f}  {key}")
-    own = sum(us for key, us in best.items() if key != kernel_call)
+    own = sum(best.values())
     print(f"{own:7.2f}  total of the statements (probe cost {tick / 1000:.3f} us subtracted "
           "from each)")
 
