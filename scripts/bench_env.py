@@ -13,9 +13,9 @@ It also times one forward pass (``no_grad``, eval mode, one torch thread) of the
 vector step during rollout collection, and prints the ratio (target: the env >= 50x faster;
 issue 13).
 
-``--breakdown`` then times every statement of ``TradingEngine.step`` in both copy modes (each line followed by a ``perf_counter_ns`` probe whose own cost is
-subtracted; minimum over batches of 200 steps, which filters out other processes on a shared
-machine).
+``--breakdown`` then times every statement of ``TradingEngine.step`` in both copy modes (each
+line followed by a ``perf_counter_ns`` probe whose own cost is subtracted; minimum over batches
+of 200 steps, which filters out other processes on a shared machine).
 
 Usage:
     python scripts/bench_env.py [--num-envs 64] [--seconds 3] [--repeats 3] [--breakdown]
