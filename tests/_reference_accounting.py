@@ -100,7 +100,7 @@ def simulate(market: MarketData, config: EnvConfig, start: int, stop: int, actio
     pos = dd = max_dd = trade_pnl = 0.0
     flat_steps = hold_steps = 0
     dsr_a = dsr_b = 0.0
-    rewards, returns, trades, wins, closed = [], [], 0, 0, 0
+    rewards, returns, trades, wins, closed, refused = [], [], 0, 0, 0, 0
     records = []
     for k, action in enumerate(actions):
         t = start + k
@@ -126,6 +126,7 @@ def simulate(market: MarketData, config: EnvConfig, start: int, stop: int, actio
         order = abs(wanted - pos)
         if adds and margin > equity + gap - order * cost_per_unit(order):
             new = pos
+            refused += 1
         unit_cost = cost_per_unit(abs(new - pos))
         trade_cost = abs(new - pos) * unit_cost
         # Stop-out: walk from the open to the adverse extreme of the bar.
@@ -201,6 +202,7 @@ def simulate(market: MarketData, config: EnvConfig, start: int, stop: int, actio
             records[-1]["episode"] = {
                 "reward": sum(rewards), "length": n, "trades": trades, "wins": wins,
                 "losses": closed - wins, "total_return": equity / config.initial_equity - 1.0,
-                "sharpe": sharpe, "max_drawdown": max_dd}
+                "sharpe": sharpe, "max_drawdown": max_dd, "refused_orders": refused,
+                "stop_out": int(stopped)}
             break
     return records

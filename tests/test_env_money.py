@@ -8,7 +8,13 @@ import pytest
 from _market_fixtures import FLAT, LONG, make_market, small_config
 
 from fxai_tune.data import DataConfig, DataError, DataManager, rollover_nights
-from fxai_tune.env import CostConfig, EnvConfig, FinancingConfig, TradingEnvironment
+from fxai_tune.env import (
+    CostConfig,
+    EnvConfig,
+    FinancingConfig,
+    TradingEnvironment,
+    VectorTradingEnv,
+)
 
 LOT = 100_000.0
 E0 = 100_000.0
@@ -162,6 +168,28 @@ def test_an_order_the_margin_cannot_carry_is_refused_and_the_position_kept():
     assert [i["position"] for i in infos] == [LOT, LOT, LOT, LOT]  # 40 lots refused: long 1 kept
     infos = _run(market, [3, 4], position_sizes=[1.0, 40.0], leverage=50.0)  # 88,000: carried
     assert [i["position"] for i in infos] == [LOT, 40 * LOT]
+
+
+def test_refused_orders_and_stop_outs_are_counted_in_the_episode_statistics():
+    market = make_market([1.1] * 10, price_side="mid")
+    # long 1, then short 40 twice and long 40 (each needs 146,667 USD of margin: refused)
+    infos = _run(market, [3, 0, 0, 4, 3, 3], position_sizes=[1.0, 40.0], leverage=30.0)
+    assert "trading_episode" not in infos[-2]
+    episode = infos[-1]["trading_episode"]
+    assert (episode["refused_orders"], episode["stop_out"]) == (3, 0)
+    close = [1.1, 1.1, 1.1, 1.1, 1.08, 1.08, 1.08, 1.08]
+    low = [1.1, 1.1, 1.1, 1.1, 1.05, 1.08, 1.08, 1.08]
+    stopped = make_market(close, low=low, price_side="mid")
+    (info,) = _run(stopped, [2], position_sizes=[20.0], leverage=100.0)
+    assert (info["trading_episode"]["refused_orders"], info["trading_episode"]["stop_out"]) == (
+        0, 1)
+    vec = VectorTradingEnv(market, num_envs=1, config=small_config(
+        position_sizes=[1.0, 40.0], leverage=30.0))
+    vec.reset(seed=0)
+    for a in [3, 0, 0, 4, 3, 3]:
+        *_, infos = vec.step(np.array([a]))
+    assert infos["trading_episode"]["refused_orders"].tolist() == [3]
+    assert infos["final_info"]["trading_episode"]["stop_out"].tolist() == [0]
 
 
 def test_a_stop_out_closes_the_position_where_the_margin_level_reaches_the_stop_out_level():

@@ -42,8 +42,12 @@ from fxai_tune.env._tables import MarketTables
 __all__ = ["EPISODE_KEYS", "AccountState", "StepResult", "TradingEngine"]
 
 EPISODE_KEYS = ("reward", "length", "trades", "wins", "losses", "total_return", "sharpe",
-                "max_drawdown")
-"""Keys of the episode statistics reported at the end of every episode."""
+                "max_drawdown", "refused_orders", "stop_out")
+"""Keys of the episode statistics reported at the end of every episode (`TradingEngine
+._episode_stats`)."""
+
+_COUNT_KEYS = ("length", "trades", "wins", "losses", "refused_orders", "stop_out")
+"""The integer `EPISODE_KEYS`."""
 
 # Smallest equity ratio taken to the log, so a blow-up past zero equity stays finite.
 MIN_RATIO = 1e-12
@@ -91,6 +95,8 @@ class AccountState:
     """Round trips closed in the episode."""
     wins: np.ndarray
     """Closed round trips whose PnL, costs of both sides included, is > 0."""
+    refused: np.ndarray
+    """Orders refused in the episode because the margin could not carry them."""
 
     _INT_FIELDS = ("t", "start", "stop", "action")
 
@@ -104,14 +110,18 @@ class AccountState:
         """Copies of the fields, by name."""
         return {f.name: getattr(self, f.name).copy() for f in fields(self)}
 
+    _ADDED_FIELDS = ("refused",)
+    """Fields newer than some saved states: 0 when a state lacks them."""
+
     def load(self, arrays: dict[str, np.ndarray]) -> None:
         """Overwrite the fields in place from :meth:`as_dict` output."""
-        missing = [f.name for f in fields(self) if f.name not in arrays]
+        missing = [f.name for f in fields(self)
+                   if f.name not in arrays and f.name not in self._ADDED_FIELDS]
         if missing:
             raise ValueError(f"state lacks {missing}: it was saved by another version of the "
                              "engine; keys: " + ", ".join(sorted(arrays)))
         for f in fields(self):
-            getattr(self, f.name)[...] = arrays[f.name]
+            getattr(self, f.name)[...] = arrays.get(f.name, 0)
 
 
 class StepResult(NamedTuple):
@@ -324,7 +334,7 @@ class TradingEngine:
         s.equity[idx] = s.peak[idx] = equity
         for name in ("drawdown", "max_drawdown", "trade_pnl", "flat_steps", "hold_steps",
                      "dsr_a", "dsr_b", "reward_sum", "return_sum", "return_sq_sum", "trades",
-                     "closed", "wins"):
+                     "closed", "wins", "refused"):
             getattr(s, name)[idx] = 0.0
         if indices is None and self._portfolio_out is not None:
             obs = self._gather(starts - tables.first)
@@ -463,6 +473,7 @@ class TradingEngine:
         s.trades += stopped  # a stop-out is a position change that closes a trade
         s.closed += stopped
         s.wins += won_at_stop
+        s.refused += refused
         terminated = stopped | (equity <= 0.0)
         truncated = (nxt >= s.stop) & ~terminated
 
@@ -482,7 +493,7 @@ class TradingEngine:
         ended = terminated | truncated
         if ended.any():
             done = np.flatnonzero(ended)
-            episode = self._episode_stats(done)
+            episode = self._episode_stats(done, stopped)
             if autoreset:
                 final_obs = {k: np.zeros_like(v) for k, v in obs.items()}
                 for k, v in obs.items():
@@ -492,15 +503,17 @@ class TradingEngine:
         return StepResult(obs, reward, terminated, truncated, comps, equity,
                           held, done, episode, final_obs)
 
-    def _episode_stats(self, done: np.ndarray) -> dict[str, np.ndarray]:
-        """Statistics of the episodes ending at rows ``done`` (0 in the other rows).
+    def _episode_stats(self, done: np.ndarray, stopped: np.ndarray) -> dict[str, np.ndarray]:
+        """Statistics of the episodes ending at rows ``done`` (0 in the other rows);
+        ``stopped`` marks the envs stopped out this step.
 
         ``sharpe`` is the mean over the sample standard deviation (ddof=1) of the per-step net
         log returns of equity, annualised by ``sqrt(MarketData.periods_per_year)`` (one step =
         one base bar; risk-free rate 0); 0 for one-step episodes or returns without variance.
         ``wins`` / ``losses`` count closed round trips (flat or flip after a position) whose PnL,
         costs of both sides included, is > 0 / <= 0; a trade still open at the end is not
-        counted.
+        counted. ``refused_orders`` counts the orders refused for margin (the position was
+        kept), ``stop_out`` is 1 when the episode ended in a stop-out (0 otherwise).
         """
         s, n = self.state, self.num_envs
         length = (s.t[done] - s.start[done]).astype(np.float64)
@@ -510,7 +523,7 @@ class TradingEngine:
         sharpe = np.where(ok, mean / np.sqrt(np.where(ok, var, 1.0)), 0.0)
         sharpe *= np.sqrt(self.tables.periods_per_year)
         stats = {k: np.zeros(n, dtype=np.float64) for k in EPISODE_KEYS}
-        for k in ("length", "trades", "wins", "losses"):
+        for k in _COUNT_KEYS:
             stats[k] = np.zeros(n, dtype=np.int64)
         stats["reward"][done] = s.reward_sum[done]
         stats["length"][done] = length
@@ -520,6 +533,8 @@ class TradingEngine:
         stats["total_return"][done] = s.equity[done] / self.config.initial_equity - 1.0
         stats["sharpe"][done] = sharpe
         stats["max_drawdown"][done] = s.max_drawdown[done]
+        stats["refused_orders"][done] = s.refused[done]
+        stats["stop_out"][done] = stopped[done]
         return stats
 
 
