@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from _market_fixtures import random_walk_market, small_config
+from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.wrappers import RecordEpisodeStatistics
 from gymnasium.wrappers import vector as vector_wrappers
@@ -27,6 +30,27 @@ def test_single_env_works_under_record_episode_statistics():
     assert terminated or truncated
     assert info["episode"]["l"] == 6  # gymnasium's statistics
     assert info[EPISODE_INFO_KEY]["length"] == 6  # ours, beside them
+
+
+# gymnasium's checker warns about infinite Box bounds (the portfolio's unrealised P&L and time in
+# position are unbounded; the hand-made markets declare no feature clip) and that an env made
+# without gymnasium.make has no spec to test render modes with; anything else is a finding.
+_BENIGN_CHECKER_WARNINGS = ("infinity", "not having a spec")
+
+
+def _check_env_strictly(env) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env)
+    unexpected = [str(w.message) for w in caught
+                  if not any(note in str(w.message) for note in _BENIGN_CHECKER_WARNINGS)]
+    assert not unexpected, unexpected
+
+
+def test_single_env_passes_gymnasium_s_env_checker(sample_env):
+    _check_env_strictly(TradingEnvironment(random_walk_market(300), config=_config()))
+    _, env = sample_env  # DataManager features: Boxes bounded by the normaliser's clip
+    _check_env_strictly(env)
 
 
 def test_vector_env_works_under_vector_record_episode_statistics():
