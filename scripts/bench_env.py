@@ -17,6 +17,9 @@ issue 13).
 line followed by a ``perf_counter_ns`` probe whose own cost is subtracted; minimum over batches
 of 200 steps, which filters out other processes on a shared machine).
 
+``forex-v0`` comes with the ``bench`` extra (``pip install -e ".[bench]"``); without it the
+comparison is skipped with a one-line note and the rest runs.
+
 Usage:
     python scripts/bench_env.py [--num-envs 64] [--seconds 3] [--repeats 3] [--breakdown]
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib.util
 import inspect
 import textwrap
 import time
@@ -83,6 +87,20 @@ def bench_single(market: MarketData, seconds: float) -> float:
                 env.reset()
 
     return 256 * _timed(run, seconds)
+
+
+ANYTRADING_MISSING = ("gym-anytrading forex-v0: skipped, gym-anytrading is not installed "
+                      '(pip install -e ".[bench]" to compare)')
+
+
+def anytrading_installed() -> bool:
+    """Whether gym-anytrading (the ``bench`` extra) can be imported."""
+    return importlib.util.find_spec("gym_anytrading") is not None
+
+
+def _versus(rate: float, theirs: float | None, *, digits: int = 1) -> str:
+    """``", 12.3x forex-v0"``, or nothing when forex-v0 was not timed."""
+    return f", {rate / theirs:.{digits}f}x forex-v0" if theirs else ""
 
 
 def bench_anytrading(seconds: float) -> float:
@@ -211,32 +229,37 @@ def main() -> None:
           f"decisions in [{market.start}, {market.end - 1}), features per timeframe "
           f"{ {tf: f.shape[1] for tf, f in market.features.items()} }")
     ours: dict[bool, list[float]] = {True: [], False: []}
+    compare = anytrading_installed()
     theirs = []
     for _ in range(args.repeats):
         for copy in (True, False):
             ours[copy].append(bench_vector(market, args.num_envs, args.seconds, copy=copy))
-        theirs.append(bench_anytrading(args.seconds))
-    best_theirs = max(theirs)
-    print(f"gym-anytrading forex-v0: {best_theirs:,.0f} env steps/s "
-          f"(runs: {', '.join(f'{x:,.0f}' for x in theirs)})")
+        if compare:
+            theirs.append(bench_anytrading(args.seconds))
+    best_theirs = max(theirs) if theirs else None
+    if best_theirs:
+        print(f"gym-anytrading forex-v0: {best_theirs:,.0f} env steps/s "
+              f"(runs: {', '.join(f'{x:,.0f}' for x in theirs)})")
+    else:
+        print(ANYTRADING_MISSING)
     for copy, rates in ours.items():
         best = max(rates)
+        ratio = f"; ratio (best / best): {best / best_theirs:.1f}x" if best_theirs else ""
         print(f"VectorTradingEnv x{args.num_envs}, copy={copy}: {best:,.0f} env steps/s, "
               f"{1e6 * args.num_envs / best:.1f} us per vector step "
-              f"(runs: {', '.join(f'{x:,.0f}' for x in rates)}); ratio (best / best): "
-              f"{best / best_theirs:.1f}x")
+              f"(runs: {', '.join(f'{x:,.0f}' for x in rates)}){ratio}")
     forward = bench_policy(market, args.num_envs, args.seconds)
     step = args.num_envs / max(max(rates) for rates in ours.values())
     print(f"default policy forward at batch {args.num_envs}: {1e3 * forward:.2f} ms; vector "
           f"step {1e6 * step:.1f} us: the env is {forward / step:,.0f}x faster (target >= 50x)")
     single = bench_single(market, args.seconds)
-    print(f"TradingEnvironment (single): {single:,.0f} env steps/s, "
-          f"{single / best_theirs:.2f}x forex-v0")
+    print(f"TradingEnvironment (single): {single:,.0f} env steps/s"
+          f"{_versus(single, best_theirs, digits=2)}")
     for n in args.scaling:
         for copy in (True, False):
             rate = bench_vector(market, n, args.seconds, copy=copy)
-            print(f"VectorTradingEnv x{n}, copy={copy}: {rate:,.0f} env steps/s, "
-                  f"{rate / best_theirs:.1f}x forex-v0, {1e6 * n / rate:.1f} us per vector step")
+            print(f"VectorTradingEnv x{n}, copy={copy}: {rate:,.0f} env steps/s"
+                  f"{_versus(rate, best_theirs)}, {1e6 * n / rate:.1f} us per vector step")
     if args.breakdown:
         for copy in (True, False):
             breakdown(market, args.num_envs, copy=copy)
