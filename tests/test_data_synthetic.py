@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fxai_tune.data import SyntheticConfig, generate_synthetic_bars, oracle_positions
+from fxai_tune.data import (
+    SyntheticConfig,
+    calendar_periods_per_year,
+    fx_bins,
+    generate_synthetic_bars,
+    oracle_positions,
+    resample_bars,
+)
 
 N_BARS = 6000
 
@@ -50,6 +57,22 @@ def test_timestamps_skip_the_fx_weekend() -> None:
     assert not ((index.day_of_week == 6) & (index.hour < 22)).any()  # before Sunday open
     daily = generate_synthetic_bars(SyntheticConfig(n_bars=30, timeframe="1d"))
     assert np.median(np.diff(daily.index.asi8)) == pd.Timedelta(days=1).value
+
+
+def test_timestamps_follow_the_new_york_fx_week_across_daylight_saving() -> None:
+    """A year of hourly bars (winter and summer): every FX day of the calendar holds 24 bars,
+    each week opens Sunday 17:00 and closes Friday 17:00 New York, so the calendar
+    annualises with 6,240 bars (it had 23-bar Mondays and 25-bar Fridays in summer)."""
+    bars = generate_synthetic_bars(SyntheticConfig(n_bars=6240, timeframe="1h"))
+    index = bars.index
+    assert (np.bincount(fx_bins(index, "1d").codes) == 24).all()
+    new_york = index.tz_convert("America/New_York")
+    week_opens = new_york[1:][np.diff(index.asi8) > pd.Timedelta(hours=1).value]
+    assert (week_opens.day_name() == "Sunday").all() and (week_opens.hour == 17).all()
+    assert {21, 22} == set(index[1:][np.diff(index.asi8) > pd.Timedelta(hours=1).value].hour)
+    assert not ((new_york.day_of_week == 4) & (new_york.hour >= 17)).any()
+    assert calendar_periods_per_year(index) == 6240
+    assert len(resample_bars(bars, "1d")) == 260
 
 
 def test_return_volatility_matches_the_config_whatever_the_signal() -> None:

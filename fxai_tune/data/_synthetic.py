@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fxai_tune.data._timeframes import parse_timeframe
+from fxai_tune.data._timeframes import FX_DAY_CLOSE, parse_timeframe
 
 __all__ = [
     "REGIMES",
@@ -49,7 +49,8 @@ class SyntheticConfig:
     timeframe: str = "1h"
     """Bar length (``"15m"``, ``"1h"``, ``"4h"``, ``"1d"`` ...)."""
     start: str = "2020-01-05 22:00"
-    """Open time (UTC) of the first bar; the default is a Sunday FX open."""
+    """Open time (UTC) of the first bar; the default is a Sunday FX open (17:00 New York).
+    Later bars follow New York's clock (`fx_timestamps`)."""
     start_price: float = 1.10
     """Open price of the first bar."""
     regimes: tuple[str, ...] = REGIMES
@@ -106,21 +107,32 @@ class SyntheticConfig:
 
 
 def fx_timestamps(start: str | pd.Timestamp, n_bars: int, timeframe: str) -> pd.DatetimeIndex:
-    """``n_bars`` bar open times from ``start`` every ``timeframe``, skipping the FX weekend
-    (Friday 22:00 to Sunday 22:00 UTC)."""
+    """``n_bars`` bar open times from ``start`` every ``timeframe`` of New York wall time,
+    skipping the FX weekend, Friday 17:00 to Sunday 17:00 New York (`FX_DAY_CLOSE`,
+    DST-aware): Sunday 22:00 to Friday 22:00 UTC in winter, 21:00 to 21:00 in summer, so
+    every trading day of the calendar (`fx_bins`) gets the same number of bars.
+
+    The grid follows New York's clock, so bars stay aligned on the FX day's 17:00 open
+    across daylight saving changes; those fall on Sunday 02:00, inside the weekend.
+
+    Example:
+        >>> fx_timestamps("2020-07-05 21:00", 2, "1h").hour.tolist()  # Sunday open, EDT
+        [21, 22]
+    """
     step = parse_timeframe(timeframe)
     first = pd.Timestamp(start)
     first = first.tz_localize("UTC") if first.tz is None else first.tz_convert("UTC")
+    zone, close_hour = FX_DAY_CLOSE
+    wall_start = first.tz_convert(zone).tz_localize(None)
+    to_trading_day = pd.Timedelta(hours=24 - close_hour)  # the FX day then starts at 00:00
     stamps = pd.DatetimeIndex([], dtype="datetime64[ns, UTC]")
     periods = int(n_bars * 1.5) + 16
     while len(stamps) < n_bars:
-        candidates = pd.date_range(first, periods=periods, freq=step, unit="ns")
-        minutes = candidates.hour * 60 + candidates.minute
-        dow = candidates.day_of_week  # Monday 0 ... Sunday 6
-        closed = (
-            ((dow == 4) & (minutes >= 22 * 60)) | (dow == 5) | ((dow == 6) & (minutes < 22 * 60))
-        )
-        stamps = candidates[~np.asarray(closed)]
+        wall = pd.date_range(wall_start, periods=periods, freq=step, unit="ns")
+        weekend = (wall + to_trading_day).day_of_week >= 5  # Saturday and Sunday FX days
+        wall = wall[~np.asarray(weekend)]
+        stamps = wall.tz_localize(zone, ambiguous="NaT", nonexistent="NaT").tz_convert("UTC")
+        stamps = stamps[stamps >= first]
         periods *= 2
     return stamps[:n_bars]
 
