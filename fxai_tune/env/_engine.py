@@ -446,18 +446,21 @@ class TradingEngine:
         s.max_drawdown = np.maximum(s.max_drawdown, drawdown)
 
         # Reward components (`RewardSystem`): log returns before and of the costs, penalties.
-        comps = self._components
+        # (rows of self._components, written in place through their named views)
+        comp = self.component_views
         with np.errstate(divide="ignore", invalid="ignore"):
-            comps[0] = np.log(np.maximum((equity_old + gross) / equity_old, MIN_RATIO))
-            comps[1] = np.log(np.maximum(equity / (equity_old + gross), MIN_RATIO))
-        comps[2] = np.minimum(s.drawdown - drawdown, 0.0)
+            comp["pnl"][:] = np.log(np.maximum((equity_old + gross) / equity_old, MIN_RATIO))
+            comp["transaction_cost"][:] = np.log(
+                np.maximum(equity / (equity_old + gross), MIN_RATIO))
+        comp["drawdown"][:] = np.minimum(s.drawdown - drawdown, 0.0)
         inactive_after, hold_after = self.reward_system.thresholds
-        comps[3] = np.where(s.flat_steps > inactive_after, -1.0, 0.0)
-        comps[4] = np.where(s.hold_steps > hold_after, -1.0, 0.0)
-        net_return = comps[0] + comps[1]
+        comp["inactivity"][:] = np.where(s.flat_steps > inactive_after, -1.0, 0.0)
+        comp["holding"][:] = np.where(s.hold_steps > hold_after, -1.0, 0.0)
+        net_return = comp["pnl"] + comp["transaction_cost"]
         if self.reward_system.computes_dsr:
-            comps[5], s.dsr_a, s.dsr_b = differential_sharpe(
+            comp["differential_sharpe"][:], s.dsr_a, s.dsr_b = differential_sharpe(
                 net_return, s.dsr_a, s.dsr_b, self.reward_system.config.dsr_eta)
+        comps = self._components
         reward = self.reward_system.reward(comps)
 
         # Carry the step over.
@@ -500,8 +503,9 @@ class TradingEngine:
                     final_obs[k][done] = v[done]
                 for k, v in self.reset(done).items():
                     obs[k][done] = v
-        return StepResult(obs, reward, terminated, truncated, comps, equity,
-                          held, done, episode, final_obs)
+        return StepResult(obs=obs, reward=reward, terminated=terminated, truncated=truncated,
+                          components=comps, equity=equity, position=held, done=done,
+                          episode=episode, final_obs=final_obs)
 
     def _episode_stats(self, done: np.ndarray, stopped: np.ndarray) -> dict[str, np.ndarray]:
         """Statistics of the episodes ending at rows ``done`` (0 in the other rows);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -65,6 +66,20 @@ def conversion_rates(market: MarketData, account: str, mid_close: np.ndarray) ->
         raise ValueError(f"MarketData.conversion must hold {n} finite prices > 0, got shape "
                          f"{closes.shape}")
     return closes.copy() if pair == wanted[0] else 1.0 / closes
+
+
+class WindowBlock(NamedTuple):
+    """Where one timeframe's window sits in a window-table row."""
+
+    timeframe: str
+    start: int
+    """First column of the block in a window row."""
+    stop: int
+    """Column after the block."""
+    window: int
+    """Bars in the window."""
+    features: int
+    """Features per bar."""
 
 
 class MarketTables:
@@ -176,12 +191,12 @@ class MarketTables:
                 f"split {market.name!r} has no decision bar with complete observation windows "
                 f"{config.windows}: first complete bar {self.first}, split end {market.end}")
         self.n_features = {tf: self.features[tf].shape[1] for tf in self.timeframes}
-        # (timeframe, first and stop column in a window row, window, features)
         layout, stop = [], 0
         for tf, w in zip(self.timeframes, self.window_lengths, strict=True):
             start, stop = stop, stop + w * self.n_features[tf]
-            layout.append((tf, start, stop, w, self.n_features[tf]))
-        self._layout = tuple(layout)
+            layout.append(WindowBlock(tf, start, stop, w, self.n_features[tf]))
+        self._layout: tuple[WindowBlock, ...] = tuple(layout)
+        """The timeframes' blocks in a window-table row, side by side in config order."""
         self.window_rows: np.ndarray | None = None
         self.windows: dict[str, np.ndarray | None] = dict.fromkeys(self.timeframes)
         if (self.last - self.first + 1) * stop * 4 <= MAX_WINDOW_CACHE_BYTES:
@@ -246,9 +261,10 @@ class MarketTables:
         flattened."""
         span = slice(self.first, self.last + 1)
         rows = np.empty((span.stop - span.start, width), dtype=np.float32)
-        for j, (tf, start, stop, w, f) in enumerate(self._layout):
-            windows = sliding_window_view(self.features[tf], w, axis=0).transpose(0, 2, 1)
-            block = rows[:, start:stop].reshape(len(rows), w, f)  # a view
+        for j, b in enumerate(self._layout):
+            windows = sliding_window_view(self.features[b.timeframe], b.window,
+                                          axis=0).transpose(0, 2, 1)
+            block = rows[:, b.start:b.stop].reshape(len(rows), b.window, b.features)  # a view
             block[...] = windows[self.window_index[j, span]]
         return rows
 
@@ -256,8 +272,8 @@ class MarketTables:
         """Views ``(N, window, features)`` of each timeframe in window-table rows
         ``(N, width)``."""
         n = len(rows)
-        return {tf: rows[:, start:stop].reshape(n, w, f)
-                for tf, start, stop, w, f in self._layout}
+        return {b.timeframe: rows[:, b.start:b.stop].reshape(n, b.window, b.features)
+                for b in self._layout}
 
     def gather_windows(self, t: np.ndarray) -> dict[str, np.ndarray]:
         """Observation windows at the close of base bars ``t`` (in ``[first, last]``): new float32
@@ -310,7 +326,8 @@ class MarketTables:
             return gather_into
         # Fallbacks for data too long for the window table.
         buffers = None if copy else {
-            tf: np.empty((num_envs, w, f), dtype=np.float32) for tf, _, _, w, f in self._layout}
+            b.timeframe: np.empty((num_envs, b.window, b.features), dtype=np.float32)
+            for b in self._layout}
         if any(win is None for win in self.windows.values()):
             gather_windows = self.gather_windows
 
