@@ -2,7 +2,8 @@
 configurations: direct, inverse and cross pairs, sizes, spread (configured, rollover-widened or
 per bar from data), slippage (fixed, per lot, volatility-scaled), commission, penalties,
 differential Sharpe, difficulty-scaled costs, orders refused for margin, stop-outs inside the
-bar and after gaps, swaps in every unit (the reference counts the rolls on its own calendar)."""
+bar and after gaps (at the open, past zero equity), swaps in every unit (the reference counts
+the rolls on its own calendar)."""
 
 from __future__ import annotations
 
@@ -47,8 +48,15 @@ def random_case(seed: int):
                                 first_hour=int(rng.integers(24)), symbol=symbol,
                                 conversion=conversion, conversion_symbol=conversion_symbol)
     wick = float(rng.choice([0.0, 2e-3])) * rng.random((2, n))  # highs and lows beyond the body
-    market = dataclasses.replace(market, high=np.maximum(market.open, market.close) + wick[0],
-                                 low=np.minimum(market.open, market.close) - wick[1])
+    # Gaps (own generator: the draws above and below stay those of earlier rounds): in half
+    # the cases ~2% of the bars open away from the last close by ~4%, past the stop-out level
+    # of big positions and past zero equity (the stop at the open, negative balance protection)
+    gap_rng = np.random.default_rng(10_000 + seed)
+    jumps = (gap_rng.random() < 0.5) * (gap_rng.random(n) < 0.02) * gap_rng.normal(0, 0.04, n)
+    open_ = market.open * np.exp(jumps)
+    market = dataclasses.replace(market, open=open_,
+                                 high=np.maximum(open_, market.close) + wick[0],
+                                 low=np.minimum(open_, market.close) - wick[1])
     n_sizes = int(rng.integers(1, 4))
     big = rng.random() < 0.3  # large positions on little margin: refusals and stop-outs
     sizes = sorted(set(np.round(rng.uniform(0.1, 20.0 if big else 3.0, n_sizes), 2).tolist()))
@@ -102,7 +110,7 @@ def run_against_reference(seed: int) -> dict[str, int]:
     starts = engine.t
     actions: list[list[int]] = [[] for _ in range(NUM_ENVS)]
     outputs: list[list[dict]] = [[] for _ in range(NUM_ENVS)]
-    seen = {"steps": 0, "terminated": 0, "truncated": 0, "refused": 0}
+    seen = {"steps": 0, "terminated": 0, "truncated": 0, "refused": 0, "wiped_out": 0}
 
     def check(i: int) -> None:
         stop = min(int(starts[i]) + engine.episode_length, engine.tables.last)
@@ -145,6 +153,7 @@ def run_against_reference(seed: int) -> dict[str, int]:
             seen["steps"] += 1
             seen["terminated"] += bool(terminated[i])
             seen["truncated"] += bool(truncated[i])
+            seen["wiped_out"] += bool(res.equity[i] == 0.0)
             seen["refused"] += bool(res.position[i] != engine.targets[a[i]] and not done)
             if done:
                 check(i)
@@ -160,6 +169,7 @@ def test_vector_engine_matches_the_plain_loop_reference_on_random_configurations
     assert sum(s["terminated"] for s in seen) >= 5  # stop-outs were exercised
     assert sum(s["refused"] for s in seen) >= 5  # and orders the margin cannot carry
     assert sum(s["truncated"] for s in seen) >= 50
+    assert sum(s["wiped_out"] for s in seen) >= 1  # gaps past zero equity
 
 
 def test_the_reference_check_fails_when_the_engine_drops_commission(monkeypatch):
