@@ -522,6 +522,7 @@ def test_a_non_dbn_file_is_reported_as_not_dbn(tmp_path: Path, name: str, payloa
     message = str(info.value)
     assert "\n" not in message and message.startswith(f"{path}")
     assert "not a DBN file" in message and "schema None" not in message
+    assert "pass the file's format= (one of" in message  # what is valid
 
 
 def test_a_truncated_dbn_file_is_reported(tmp_path: Path) -> None:

@@ -156,3 +156,18 @@ def test_single_env_state_round_trip_includes_its_rng():
     env.reset(seed=77)
     env.set_state(state)
     assert continue_() == first
+
+
+def test_a_state_saved_before_the_refusal_counter_loads_with_zero_refusals():
+    env = VectorTradingEnv(random_walk_market(600), num_envs=2, config=_config())
+    env.reset(seed=3)
+    for _ in range(5):
+        env.step(np.array([2, 0]))
+    state = env.get_state()
+    del state["account"]["refused"]  # as an engine without the counter saved it
+    env.engine.state.refused[:] = 7.0
+    env.set_state(state)
+    np.testing.assert_array_equal(env.engine.state.refused, [0.0, 0.0])
+    del state["account"]["equity"]  # any other missing field is still refused
+    with pytest.raises(ValueError, match=r"state lacks \['equity'\]"):
+        env.set_state(state)
