@@ -7,34 +7,40 @@ deterministic validation, precision, resume and checkpoint contents.
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
 from _rl_fixtures import tiny_fx_config
-from torch.utils._python_dispatch import TorchDispatchMode
-
 from pytorch_lightning.callbacks import DeviceStatsMonitor
 from pytorch_lightning.plugins.precision import MixedPrecision
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from fxai_tune.model import ModelConfig, MultiBranchTransformer, dropout_seeds
 from fxai_tune.model._dropout import keep_mask
-from fxai_tune.rl._callbacks import IterationDeviceStatsMonitor
-from fxai_tune.rl._train import uses_gpu
 from fxai_tune.rl import (
     PPOLightningModule,
     RLDataModule,
+    TrainerConfig,
     build_train_config,
-    config_to_dict,
     build_training,
+    config_to_dict,
     resolve_precision,
     resume_training,
     train,
 )
+from fxai_tune.rl import _train as train_module
+from fxai_tune.rl._callbacks import IterationDeviceStatsMonitor
+from fxai_tune.rl._train import uses_gpu
+from fxai_tune.tune import SearchSpace, load_search_space
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ONE_MINIBATCH = {"n_epochs": 1, "batch_size": 4 * 32, "total_timesteps": 4 * 32}
 
@@ -50,6 +56,38 @@ def test_ratio_is_one_before_the_first_update_with_dropout(tmp_path, fusion):
     assert float(metrics["train/minibatches"]) == 1.0
     assert float(metrics["train/clip_fraction"]) == 0.0
     assert float(metrics["train/approx_kl"]) < 1e-9
+
+
+# what a sampled config may not change: a run small enough for the fast suite (and data for
+# the longest windows the spaces sample: 16 daily bars)
+_TINY_SIZES = {"ppo.n_envs": 4, "ppo.n_steps": 32, "ppo.batch_size": 128, "ppo.n_epochs": 1,
+               "ppo.total_timesteps": 128, "data.synthetic.n_bars": 12_000}
+
+
+@pytest.mark.parametrize("name", ["ppo_default", "ppo_quick"])
+def test_ratio_is_one_before_the_first_update_for_configs_of_the_shipped_spaces(tmp_path, name):
+    """Three random trials of each shipped space (dropout, widths, depths, heads, windows,
+    target_kl, reward weights, curriculum as sampled), shrunk to one minibatch of 128."""
+    space = load_search_space(ROOT / "search_spaces" / f"{name}.yaml")
+    base = tiny_fx_config(tmp_path)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
+    dropouts = []
+    for trial_number in range(3):
+        trial = study.ask()
+        values = space.sample(trial, base=base) | _TINY_SIZES
+        values["run_dir"] = str(tmp_path / str(trial_number))
+        config = space.apply(base, values)
+        dropouts.append(config.model.dropout)
+        run = build_training(config, loggers=False, checkpointing=False)
+        run.trainer.limit_val_batches = 0  # the update is the point, not its score
+        run.trainer.fit(run.module, datamodule=run.datamodule)
+        metrics = run.trainer.callback_metrics
+        assert float(metrics["train/minibatches"]) == 1.0, values
+        assert float(metrics["train/clip_fraction"]) == 0.0, values
+        assert float(metrics["train/approx_kl"]) < 1e-9, values
+        study.tell(trial, 0.0)
+    if name == "ppo_default":
+        assert min(dropouts) > 0.0  # the draws exercise dropout
 
 
 def test_consistent_dropout_masks_follow_the_seeds_not_the_batch():
@@ -300,28 +338,60 @@ class _Offset(gym.Env):
 gym.register("FxaiTestOffset-v0", entry_point=_Offset)
 
 
+class _Rollouts(pl.Callback):
+    """The raw observations of every rollout, flattened over steps and envs."""
+
+    def __init__(self) -> None:
+        self.obs: list[torch.Tensor] = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        obs = trainer.datamodule.buffer.obs
+        self.obs.append(obs.reshape(-1, obs.shape[-1]).clone())
+
+
 def test_observation_normalisation_is_learned_saved_and_frozen_in_validation(tmp_path):
     config = _counter_config(tmp_path, n_steps=64, batch_size=128, total_timesteps=3 * 128)
     config = build_train_config(
         config_to_dict(config), ["env_id=FxaiTestOffset-v0", "model.normalize_obs=true",
                                   "model.ortho_init=false"]
     )
-    run = train(config, loggers=False)
+    rollouts = _Rollouts()
+    run = train(config, loggers=False, extra_callbacks=[rollouts])
     stats = run.module.policy.obs_normalizer.entries
     assert float(stats.count) == 3 * 128
     assert stats.mean.tolist() == pytest.approx([1000.0, -3.0], rel=2e-3)
     assert stats.var.sqrt().tolist() == pytest.approx([5.0, 0.01], rel=0.15)
     # iteration 3 collected and updated with the statistics of rollouts 1-2: ratio 1
     assert float(run.trainer.callback_metrics["train/approx_kl"]) < 1e-9
-    assert stats.applied_mean.tolist() != stats.mean.tolist()
+    first_two = torch.cat(rollouts.obs[:2])
+    torch.testing.assert_close(stats.applied_mean, first_two.mean(0))
+    torch.testing.assert_close(stats.applied_var, first_two.var(0, unbiased=False), rtol=1e-3,
+                               atol=0)
+    torch.testing.assert_close(stats.mean, torch.cat(rollouts.obs).mean(0))
     # validation only reads them
     before = {k: v.clone() for k, v in stats.state_dict().items()}
     run.trainer.validate(run.module, datamodule=run.datamodule, verbose=False)
     assert all(torch.equal(before[k], v) for k, v in stats.state_dict().items())
-    # the checkpoint carries them
+    # the checkpoint carries them, running and applied
     saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    for key, value in stats.state_dict().items():
-        assert torch.equal(saved[f"policy.obs_normalizer.entries.{key}"], value)
+    for key in ("count", "mean", "var", "applied_mean", "applied_var"):
+        assert torch.equal(saved[f"policy.obs_normalizer.entries.{key}"], getattr(stats, key))
+
+
+def test_observation_normalisation_is_a_searchable_key(tmp_path):
+    space = SearchSpace.from_dict({"params": {
+        "model.normalize_obs": {"type": "categorical", "choices": [True, False]},
+        "model.obs_clip": {"type": "float", "low": 5.0, "high": 10.0},
+    }})
+    base = _counter_config(tmp_path)
+    values = space.sample(optuna.trial.FixedTrial({"model.normalize_obs": True,
+                                                   "model.obs_clip": 5.0}))
+    config = space.apply(base, values)
+    assert (config.model.normalize_obs, config.model.obs_clip) == (True, 5.0)
+    datamodule = RLDataModule(config)
+    module = PPOLightningModule(config.ppo, config.model, datamodule.observation_space,
+                                datamodule.action_space)
+    assert module.policy.obs_normalizer.entries.clip == 5.0
 
 
 @pytest.mark.parametrize("task", ["fx", "gymnasium"])
@@ -340,6 +410,38 @@ def test_a_checkpoint_loads_on_its_own_for_inference(tmp_path, task):
     batch = ({k: v[None] for k, v in obs.items()} if isinstance(obs, dict) else obs[None])
     run.module.eval()
     assert loaded.predict_action(batch).tolist() == run.module.predict_action(batch).tolist()
+
+
+class _SeededLength(gym.Env):
+    """Episode length drawn at reset from the env's seeded generator (1 to 1000 steps)."""
+
+    observation_space = gym.spaces.Box(0, 1, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.length = 0, int(self.np_random.integers(1, 1001))
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.zeros(1, np.float32), 1.0, self.t >= self.length, False, {}
+
+
+gym.register("FxaiTestSeededLength-v0", entry_point=_SeededLength)
+
+
+def test_gymnasium_validation_runs_episodes_from_distinct_seeds(tmp_path):
+    config = build_train_config({"env_id": "FxaiTestSeededLength-v0", "run_dir": str(tmp_path),
+                                 "model": {"mlp_hidden": [4]}})
+    assert config.trainer.val_episodes == 10
+    datamodule = RLDataModule(config)
+    module = PPOLightningModule(config.ppo, config.model, datamodule.observation_space,
+                                datamodule.action_space)
+    evaluation = datamodule.evaluate(module.predict_action, "val")
+    lengths = [e.stats["length"] for e in evaluation.episodes]
+    assert len(set(lengths)) == 10, lengths  # ten resets, ten seeds
+    assert evaluation.metrics["episode_reward"] == pytest.approx(np.mean(lengths))
 
 
 class _Ends(gym.Env):
@@ -416,19 +518,40 @@ def test_truncation_bootstraps_from_the_final_observation_and_termination_does_n
             [a + v for a, v in zip(expected, [1.0, 11.0, 21.0] * 4, strict=True)])
 
 
-def test_validation_is_deterministic_argmax_in_eval_mode(tmp_path):
+def test_validation_is_deterministic_argmax_in_eval_mode(tmp_path, monkeypatch):
     """Sampled actions or active dropout would give two validations of one policy different
-    results: the policy is far from uniform (default init) and has dropout."""
+    results: the policy is far from uniform (default init) and has dropout. The actions come
+    from `predict_action`, with its deterministic default."""
     config = tiny_fx_config(
         tmp_path, model={"dropout": 0.2, "ortho_init": False}, ppo={"total_timesteps": 4 * 32}
     )
     run = train(config, loggers=False, checkpointing=False)
+    calls = []
+    predict = run.module.predict_action
+    monkeypatch.setattr(run.module, "predict_action",
+                        lambda obs, **kwargs: calls.append(kwargs) or predict(obs, **kwargs))
     results = []
     for _ in range(2):
         run.trainer.validate(run.module, datamodule=run.datamodule, verbose=False)
         results.append(dict(run.module.last_val_metrics))
     assert results[0] == results[1]
     assert results[0]["val/trades"] > 0  # the policy acts: the comparison means something
+    assert calls and all(kwargs == {} for kwargs in calls)
+
+
+def test_fx_validation_runs_ten_distinct_windows_that_tile_the_split(tmp_path):
+    """The default 10 episodes are the val split cut in 10 contiguous windows, not one window
+    (or the whole split) repeated: held long, their net returns differ, and together they
+    cover each decision bar once."""
+    assert TrainerConfig().val_episodes == 10
+    config = tiny_fx_config(tmp_path)
+    datamodule = RLDataModule(config)
+    long = config.env.n_actions - 1
+    evaluation = datamodule.evaluate(lambda obs: np.full(10, long), "val")
+    episodes = evaluation.episodes
+    assert len(episodes) == 10
+    assert sum(e.log_returns.size for e in episodes) == datamodule.data.market("val").n_decisions
+    assert len({tuple(np.round(e.log_returns, 12)) for e in episodes}) == 10
 
 
 def test_the_seed_guide_rollout_metrics_are_logged_against_env_steps(tmp_path):
@@ -482,6 +605,15 @@ def test_device_stats_are_logged_per_iteration_at_env_steps(tmp_path):
                       (256, {"device/update/allocated_bytes": 7.0})]
     run = build_training(tiny_fx_config(tmp_path))  # a CPU run: no device statistics
     assert not any(isinstance(c, DeviceStatsMonitor) for c in run.trainer.callbacks)
+
+
+def test_a_run_that_uses_a_gpu_gets_the_device_stats_monitor(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(train_module, "uses_gpu", lambda accelerator: seen.append(accelerator)
+                        or True)
+    run = build_training(tiny_fx_config(tmp_path, trainer={"accelerator": "cpu"}))
+    assert seen == ["cpu"]
+    assert sum(isinstance(c, IterationDeviceStatsMonitor) for c in run.trainer.callbacks) == 1
 
 
 class _CountValuePasses(_KnownValues):

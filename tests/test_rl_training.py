@@ -16,7 +16,6 @@ from fxai_tune.rl import (
     build_train_config,
     final_report,
     make_vector_env,
-    policy_actions,
     resume_training,
     run_episodes,
     train,
@@ -171,7 +170,7 @@ def test_cartpole_reaches_475_within_100k_steps_in_two_of_three_seeds(tmp_path):
         run = train(config, loggers=False, checkpointing=False)
         assert run.datamodule.env_steps <= 100_000
         env = make_vector_env(config, "test", num_envs=10)
-        results = run_episodes(env, policy_actions(run.module.policy, run.module.device), seed=99)
+        results = run_episodes(env, run.module.predict_action, seed=99)
         scores.append(float(np.mean([r.stats.get("reward", 0.0) for r in results])))
     assert sum(score >= 475 for score in scores) >= 2, scores
 
@@ -220,7 +219,7 @@ def test_agent_captures_half_the_oracle_return_of_a_planted_signal(tmp_path):
         return act
 
     policies = {
-        "agent": lambda: policy_actions(run.module.policy, run.module.device),
+        "agent": lambda: run.module.predict_action,
         "oracle": make_oracle,
         **baseline_policies(n_actions, seed=0),
     }
@@ -279,7 +278,7 @@ def _corridor_score(tmp_path, *, seed: int, gamma: float) -> float:
     })
     run = train(config, loggers=False, checkpointing=False)
     env = make_vector_env(config, "test", num_envs=1)
-    [result] = run_episodes(env, policy_actions(run.module.policy, run.module.device), seed=99)
+    [result] = run_episodes(env, run.module.predict_action, seed=99)
     return result.stats["reward"]
 
 

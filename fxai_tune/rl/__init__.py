@@ -30,9 +30,9 @@ from fxai_tune.rl._config_io import (
 from fxai_tune.rl._datamodule import RLDataModule
 from fxai_tune.rl._envs import make_data_manager, make_vector_env
 from fxai_tune.rl._evaluation import (
+    ActionFn,
     EpisodeResult,
     Evaluation,
-    policy_actions,
     run_episodes,
     summarize_episodes,
 )
@@ -60,6 +60,7 @@ from fxai_tune.rl._train import (
 
 __all__ = [
     "MONITOR",
+    "ActionFn",
     "REPORT_COLUMNS",
     "Batch",
     "ConfigError",
@@ -95,7 +96,6 @@ __all__ = [
     "make_data_manager",
     "make_vector_env",
     "plot_equity",
-    "policy_actions",
     "ppo_loss",
     "resolve_precision",
     "resume_training",

@@ -30,9 +30,9 @@ from fxai_tune.rl._buffer import (
 from fxai_tune.rl._config import TrainConfig
 from fxai_tune.rl._envs import make_data_manager, make_vector_env
 from fxai_tune.rl._evaluation import (
+    ActionFn,
     Evaluation,
     completed_episodes,
-    policy_actions,
     run_episodes,
     summarize_episodes,
 )
@@ -320,11 +320,17 @@ class RLDataModule(pl.LightningDataModule):
             self.env.set_difficulty(level)
 
     # ------------------------------------------------------------------ validation
-    def evaluate(self, policy: torch.nn.Module, split: str = "val") -> Evaluation:
-        """Deterministic policy over ``split``, ``trainer.val_episodes`` episodes in one batch.
+    def evaluate(self, act: ActionFn, split: str = "val") -> Evaluation:
+        """``act`` over ``split``, ``trainer.val_episodes`` episodes in one batch.
 
         The FX split is cut into that many contiguous windows (one pass over it in all);
-        gymnasium envs run that many fresh episodes.
+        gymnasium envs run that many fresh episodes, sub-env ``i`` reset with seed
+        ``seed + i``.
+
+        Args:
+            act: Actions of a batch of observations; validation passes the deterministic
+                `PPOLightningModule.predict_action`.
+            split: "val" or "test".
         """
         episodes = self.config.trainer.val_episodes
         env = make_vector_env(self.config, split, num_envs=episodes, data=self.data)
@@ -332,7 +338,7 @@ class RLDataModule(pl.LightningDataModule):
         try:
             results = run_episodes(
                 env,
-                policy_actions(policy, self.device),
+                act,
                 seed=seed,
                 initial_equity=self.config.env.initial_equity,
             )

@@ -7,16 +7,14 @@ from dataclasses import dataclass, field
 
 import gymnasium as gym
 import numpy as np
-import torch
-
 from fxai_tune.env import EPISODE_INFO_KEY
-from fxai_tune.rl._buffer import to_tensor
 from fxai_tune.rl._config import VAL_SCORES
 from fxai_tune.stats import trading_metrics
 
 __all__ = [
     "EpisodeResult",
     "Evaluation",
+    "ActionFn",
     "completed_episodes",
     "run_episodes",
     "summarize_episodes",
@@ -27,6 +25,8 @@ __all__ = [
 _GENERIC_KEYS = {"r": "reward", "l": "length"}
 
 ActionFn = Callable[[np.ndarray | dict], np.ndarray]
+"""Maps a batch of observations to one action per env (`PPOLightningModule.predict_action`
+for the agent, the report's baselines otherwise)."""
 
 
 @dataclass
@@ -171,20 +171,3 @@ def run_episodes(
             "RecordEpisodeStatistics)?"
         )
     return [r for r in results if r is not None]
-
-
-def policy_actions(
-    policy: torch.nn.Module, device: torch.device, *, deterministic: bool = True
-) -> ActionFn:
-    """An action function from a policy network (argmax or sampled)."""
-
-    @torch.inference_mode()
-    def act(obs: np.ndarray | dict) -> np.ndarray:
-        logits = policy.actor_logits(to_tensor(obs, device))
-        if deterministic:
-            actions = logits.argmax(dim=-1)
-        else:
-            actions = torch.multinomial(logits.softmax(dim=-1), 1).squeeze(-1)
-        return actions.cpu().numpy()
-
-    return act

@@ -110,7 +110,20 @@ class PPOLightningModule(pl.LightningModule):
     def predict_action(
         self, obs: np.ndarray | dict | Observation, deterministic: bool = True
     ) -> np.ndarray:
-        """Actions for a batch of observations: argmax (deterministic) or sampled."""
+        """Actions for a batch of observations: argmax (deterministic) or sampled.
+
+        The one action path outside training: validation, the final report and inference
+        from a loaded checkpoint call it (in ``eval()``: no dropout). Rollout collection
+        samples from the logits itself, because it also needs their log-probabilities, the
+        transitions' dropout seeds and the run's generator.
+
+        Args:
+            obs: A batch of observations (numpy or tensors, a Box array or a Dict of them).
+            deterministic: Argmax of the logits; False samples from the policy.
+
+        Returns:
+            One integer action per observation.
+        """
         if not isinstance(obs, (torch.Tensor, dict)) or (
             isinstance(obs, dict) and not isinstance(next(iter(obs.values())), torch.Tensor)
         ):
@@ -283,7 +296,7 @@ class PPOLightningModule(pl.LightningModule):
     # ------------------------------------------------------------------ validation
     @override
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        evaluation = self.trainer.datamodule.evaluate(self.policy, "val")
+        evaluation = self.trainer.datamodule.evaluate(self.predict_action, "val")
         metrics = {f"val/{k}": v for k, v in evaluation.metrics.items()}
         self.last_val_metrics = metrics
         self.last_evaluation = evaluation

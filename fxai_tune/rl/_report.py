@@ -22,7 +22,7 @@ import torch
 from fxai_tune.data import DataManager
 from fxai_tune.rl._config import TrainConfig
 from fxai_tune.rl._envs import make_data_manager, make_vector_env
-from fxai_tune.rl._evaluation import ActionFn, EpisodeResult, policy_actions, run_episodes
+from fxai_tune.rl._evaluation import ActionFn, EpisodeResult, run_episodes
 from fxai_tune.rl._train import TrainingRun
 from fxai_tune.stats import (
     OVERFIT_PBO,
@@ -489,8 +489,7 @@ def final_report(
     config, module = run.config, run.module
     checkpoint = _load_weights(run, weights)
     module.eval()
-    device = module.device
-    agent = {"agent": lambda: policy_actions(module.policy, device)}
+    agent = {"agent": lambda: module.predict_action}
     search = dict(config.provenance) if config.provenance else None
     bootstrap: dict[str, Any] = {}
     intervals: dict[str, dict[str, dict[str, Any]]] = {}
