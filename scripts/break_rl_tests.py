@@ -61,7 +61,8 @@ BREAKS: dict[str, tuple[str, str, str]] = {
     ),
     "final_observations_dropped": (
         _DATA,
-        "            if done.any():\n                self._store_final_observations(step, done, info)\n",
+        "            if done.any():\n"
+        "                self._store_final_observations(step, done, info)\n",
         "",
     ),
     "gae_truncation_as_termination": (
@@ -120,7 +121,8 @@ BREAKS: dict[str, tuple[str, str, str]] = {
     "collection_without_autocast": (
         _CALLBACKS,
         "        with trainer.precision_plugin.forward_context():",
-        "        with torch.autocast('cpu', enabled=False):",
+        # a no-op context in place of the Trainer's autocast (no new import needed)
+        '        with __import__("contextlib").nullcontext():',
     ),
     "auto_bf16_with_accelerator_cpu": (
         _TRAIN,
@@ -142,7 +144,8 @@ BREAKS: dict[str, tuple[str, str, str]] = {
         _TRAIN,
         "    if loggers and uses_gpu(config.trainer.accelerator):",
         "    from pytorch_lightning.callbacks import LearningRateMonitor\n"
-        "    callbacks.append(LearningRateMonitor())\n"
+        "    if loggers:\n"
+        "        callbacks.append(LearningRateMonitor())\n"
         "    if loggers and uses_gpu(config.trainer.accelerator):",
     ),
     "resume_keeps_the_saved_last_obs": (
@@ -179,7 +182,11 @@ BREAKS: dict[str, tuple[str, str, str]] = {
         '        metrics["episode/reward_max"]',
         '        metrics["episode/reward_maximum"]',
     ),
-    "episode_length_not_logged": (_CALLBACKS, '            metrics["episode/length"] =', "            _ ="),
+    "episode_length_not_logged": (
+        _CALLBACKS,
+        '            metrics["episode/length"] =',
+        "            _ =",
+    ),
     "reward_component_std_not_logged": (
         _CALLBACKS,
         '            metrics[f"reward/{name}_std"] = std\n',
@@ -214,7 +221,8 @@ BREAKS: dict[str, tuple[str, str, str]] = {
         _ENGINE,
         "        starts = first + idx * span // self.num_envs\n"
         "        stops = first + (idx + 1) * span // self.num_envs",
-        "        starts = first + 0 * idx\n        stops = first + span // self.num_envs + 0 * idx",
+        "        starts = first + 0 * idx\n"
+        "        stops = first + span // self.num_envs + 0 * idx",
     ),
     "host_sync_per_minibatch": (
         _MODULE,

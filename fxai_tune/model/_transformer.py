@@ -62,8 +62,9 @@ class _EncoderLayer(nn.TransformerEncoderLayer):
     activations forward and backward. Here q, k, v are strided views of the one in-projection
     output fed straight to ``scaled_dot_product_attention``, whose CPU flash kernel takes
     strides; the output comes back in ``(B, L, H, d_head)`` order, so merging heads is free.
-    Same parameters and state-dict keys as the parent. Kept because it pays: an update takes
-    287 ms against 410 ms with the stock layer (``scripts/bench_flops.py``, docs/benchmarks.md).
+    Same parameters and state-dict keys as the parent. Kept because it pays: the update is
+    1.33-1.43x faster than with the stock layer (``scripts/bench_flops.py``: 287 vs 410 ms and
+    417 vs 555 ms in two runs, docs/benchmarks.md).
     The parent's fused inference path
     (``torch._transformer_encoder_layer_fwd``) is bypassed: on CPU it measured slower than
     this one (108 vs 78 ms at batch 256, equal at batch 8), and skipping its checks trims the
