@@ -13,11 +13,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
+from typer.exceptions import Abort
 
 console = Console()
 err_console = Console(stderr=True)
 
 EXIT_BAD_INPUT = 2
+EXIT_OUTAGE = 4
+"""The database stayed away longer than the study's outage_window."""
 
 
 class _OneLineErrors(TyperGroup):
@@ -51,7 +54,7 @@ class _OneLineErrors(TyperGroup):
                 highlight=False, soft_wrap=True, markup=True,
             )
             sys.exit(error.exit_code)
-        except click.exceptions.Abort:
+        except Abort:
             err_console.print("aborted")
             sys.exit(130)
         sys.exit(code if isinstance(code, int) else 0)
@@ -384,6 +387,7 @@ def run(
     """Create or resume a study and run its trials with K workers, showing progress."""
     from fxai_tune.tune import (
         EXIT_FAILURE_RATE,
+        DatabaseOutage,
         check_storage_for_workers,
         launch_workers,
         mask_password,
@@ -438,12 +442,22 @@ def run(
     )
     try:
         codes = watch(optuna_study, started, n_trials=cap, console=console)
+    except DatabaseOutage as error:
+        for worker_process in started:
+            worker_process.process.wait()
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_OUTAGE) from None
     except KeyboardInterrupt:
         err_console.print(
             "interrupted: the running trials were recorded FAIL and queued again; "
-            "rerun the same command to continue"
+            "rerun the same command to continue",
+            soft_wrap=True,
         )
         raise typer.Exit(130) from None
+    if any(code == EXIT_OUTAGE for code in codes):
+        reason = _last_line([w.log_path for w, c in zip(started, codes) if c == EXIT_OUTAGE])
+        err_console.print(reason, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_OUTAGE)
     summary = study_status(optuna_study, grace_period=_grace(config))
     _print_status(summary)
     save_dashboard_note(optuna_study, summary["overfitting"])
@@ -496,7 +510,7 @@ def worker(
     ] = False,
 ) -> None:
     """Join a study as one worker (e.g. from another machine with a PostgreSQL storage)."""
-    from fxai_tune.tune import EXIT_FAILURE_RATE, FailureRateExceeded, run_worker
+    from fxai_tune.tune import DatabaseOutage, EXIT_FAILURE_RATE, FailureRateExceeded, run_worker
 
     if accelerator not in ("cpu", "gpu", "cuda", "auto"):
         raise fail(f"--accelerator must be one of cpu, gpu, cuda, auto; got {accelerator!r}")
@@ -529,9 +543,13 @@ def worker(
     except FailureRateExceeded as error:
         err_console.print(str(error), highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILURE_RATE) from None
+    except DatabaseOutage as error:
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_OUTAGE) from None
     except KeyboardInterrupt:
         err_console.print(
-            "interrupted: the running trial was recorded FAIL and queued again; rerun to continue"
+            "interrupted: the running trial was recorded FAIL and queued again; rerun to continue",
+            soft_wrap=True,
         )
         raise typer.Exit(130) from None
     console.print(

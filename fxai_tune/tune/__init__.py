@@ -33,6 +33,7 @@ from fxai_tune.tune._runner import (
 )
 from fxai_tune.tune._space import SearchSpace, SpaceError, load_search_space
 from fxai_tune.tune._storage import (
+    DatabaseOutage,
     StorageError,
     check_storage_for_workers,
     check_storage_reachable,
@@ -51,6 +52,7 @@ from fxai_tune.tune._study import (
 
 __all__ = [
     "EXIT_FAILURE_RATE",
+    "DatabaseOutage",
     "FailureRateExceeded",
     "ObjectiveSpec",
     "OptunaPruningCallback",

@@ -39,6 +39,7 @@ def heartbeat_ages(study: optuna.Study) -> dict[int, float]:
     without heartbeats (journal files).
     """
     storage = study._storage
+    storage = getattr(storage, "_backend", storage)  # Optuna's _CachedStorage wraps it
     if not isinstance(storage, optuna.storages.RDBStorage):
         return {}
     import sqlalchemy

@@ -96,6 +96,8 @@ class TrialObjective:
             trial.set_user_attr("wall_time_s", time.perf_counter() - started)
             raise
         except (Exception, KeyboardInterrupt) as error:
+            if isinstance(error, KeyboardInterrupt):  # `run_worker` queues its parameters again
+                trial.set_user_attr("interrupted", True)
             trial.set_user_attr("fail_reason", describe_failure(error))
             trial.set_user_attr("wall_time_s", time.perf_counter() - started)
             raise

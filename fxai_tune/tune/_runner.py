@@ -26,6 +26,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from fxai_tune.tune._objective import TrialObjective
 from fxai_tune.tune._storage import (
+    DatabaseOutage,
+    _OutageGuard,
     journal_path,
     make_storage,
     normalize_storage_url,
@@ -66,12 +68,13 @@ def open_study(
     from fxai_tune.tune._study import make_pruner, make_sampler
 
     url = storage_url or config.storage
-    with study_lock(url, config.name):
+    with study_lock(url, config.name, outage_window=config.outage_window):
         storage = make_storage(
             url,
             heartbeat_interval=config.heartbeat_interval,
             grace_period=config.grace_period,
             max_retry=config.max_retry,
+            outage_window=config.outage_window,
         )
         study = optuna.create_study(
             study_name=config.name,
@@ -135,11 +138,15 @@ def count_trials(trials: list[FrozenTrial]) -> StudyCounts:
 
 
 @contextlib.contextmanager
-def study_lock(storage_url: str, study_name: str) -> Iterator[Callable[[], None]]:
+def study_lock(
+    storage_url: str, study_name: str, *, outage_window: float | None = None
+) -> Iterator[Callable[[], None]]:
     """A study-wide mutual-exclusion lock; yields a function that releases it early.
 
     PostgreSQL and MySQL storages use a database advisory lock, so workers on different
     machines exclude each other; file storages (SQLite, journal) lock a file beside them.
+    With ``outage_window``, taking the database lock rides out an outage that long; a lock
+    lost with its connection needs no release (the server drops it with the session).
     """
     key = int.from_bytes(hashlib.sha1(study_name.encode()).digest()[:7], "big")
     released = False
@@ -151,24 +158,46 @@ def study_lock(storage_url: str, study_name: str) -> Iterator[Callable[[], None]
         engine = sqlalchemy.create_engine(
             normalize_storage_url(storage_url), poolclass=sqlalchemy.pool.NullPool
         )
-        connection = engine.connect()
         postgres = backend == "postgresql"
-        if postgres:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+
+        def lock() -> sqlalchemy.engine.Connection:
+            connection = engine.connect()
+            try:
+                if postgres:
+                    connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                else:
+                    connection.execute(
+                        sqlalchemy.text("SELECT GET_LOCK(:k, 86400)"), {"k": f"fxai{key}"}
+                    )
+            except Exception:
+                connection.close()
+                raise
+            return connection
+
+        if outage_window is None:
+            connection = lock()
         else:
-            connection.execute(sqlalchemy.text("SELECT GET_LOCK(:k, 86400)"), {"k": f"fxai{key}"})
+            connection = _OutageGuard(storage_url, outage_window).call(lock)
 
         def release() -> None:
             nonlocal released
             if released:
                 return
             released = True
-            if postgres:
-                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-            else:
-                connection.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:k)"), {"k": f"fxai{key}"})
-            connection.close()
-            engine.dispose()
+            try:
+                if postgres:
+                    connection.execute(
+                        sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key}
+                    )
+                else:
+                    connection.execute(
+                        sqlalchemy.text("SELECT RELEASE_LOCK(:k)"), {"k": f"fxai{key}"}
+                    )
+                connection.close()
+            except sqlalchemy.exc.SQLAlchemyError as error:  # lost with the connection
+                log.warning("study lock not released (%s): the server dropped it", error)
+            finally:
+                engine.dispose()
 
     else:
         lock_path = _lock_file(storage_url, study_name)
@@ -244,8 +273,8 @@ def requeue_interrupted(study: optuna.Study, number: int) -> int | None:
     if trial is None or trial.state not in (TrialState.FAIL, TrialState.RUNNING):
         return None
     if trial.state == TrialState.RUNNING:  # Ctrl-C before Optuna recorded it
+        study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED_ATTR, True)
         study.tell(trial.number, state=TrialState.FAIL)
-    study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED_ATTR, True)
     history = [*trial.system_attrs.get("retry_history", []), trial.number]
     system_attrs = {
         "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
@@ -261,6 +290,22 @@ def requeue_interrupted(study: optuna.Study, number: int) -> int | None:
         )
     )
     return max(t.number for t in study.get_trials(deepcopy=False))
+
+
+class _NoInterruptTraceback(logging.Filter):
+    """Log a trial stopped by Ctrl-C in one line: Optuna attaches the interrupt's traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_interrupts() -> None:
+    for handler in logging.getLogger("optuna").handlers:
+        if not any(isinstance(f, _NoInterruptTraceback) for f in handler.filters):
+            handler.addFilter(_NoInterruptTraceback())
 
 
 def fail_stale_trials(study: optuna.Study) -> list[int]:
@@ -310,6 +355,7 @@ def run_worker(
     deadline = time.monotonic() + timeout if timeout is not None else None
     worker = f"{os.uname().nodename}:{os.getpid()}"
     current: dict[str, int] = {}
+    _quiet_interrupts()
     try:
         _run_trials(study, config, objective, url, cap, deadline, worker, current, callbacks)
     except KeyboardInterrupt:
@@ -317,6 +363,17 @@ def run_worker(
             requeue_interrupted(study, current["number"])
         raise
     return count_trials(study.get_trials(deepcopy=False))
+
+
+def _outage_in(error: BaseException) -> DatabaseOutage | None:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, DatabaseOutage):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _run_trials(  # noqa: PLR0913 - the worker loop's state
@@ -331,7 +388,7 @@ def _run_trials(  # noqa: PLR0913 - the worker loop's state
     callbacks: list[Any],
 ) -> None:
     while deadline is None or time.monotonic() < deadline:
-        with study_lock(url, config.name) as release:
+        with study_lock(url, config.name, outage_window=config.outage_window) as release:
             # a trial whose worker died (no heartbeat for grace_period) is failed here and its
             # retry queued, before the cap is checked
             _fail_stale_trials(study)
@@ -347,5 +404,12 @@ def _run_trials(  # noqa: PLR0913 - the worker loop's state
                 trial.set_user_attr("worker", worker)
                 return objective(trial)
 
-            study.optimize(gated, n_trials=1, catch=(Exception,), callbacks=callbacks)
+            try:
+                study.optimize(gated, n_trials=1, catch=(Exception,), callbacks=callbacks)
+            except Exception as error:
+                # Optuna's post-trial clean-up turns a failed tell into an UnboundLocalError
+                outage = _outage_in(error)
+                if outage is not None:
+                    raise outage from None
+                raise
             current.pop("number", None)

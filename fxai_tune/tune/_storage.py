@@ -22,9 +22,15 @@ Passwords never appear in messages: use `mask_password` on anything that shows a
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import inspect
+import logging
+import math
 import re
 import tempfile
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,6 +41,7 @@ from sqlalchemy.engine import URL, make_url
 
 __all__ = [
     "STORAGE_SCHEMES",
+    "DatabaseOutage",
     "StorageError",
     "check_storage_for_workers",
     "check_storage_reachable",
@@ -60,6 +67,9 @@ STORAGE_SCHEMES = (
 JOURNAL_SUFFIXES = (".log", ".jsonl")
 _VALID = f"valid: {', '.join(STORAGE_SCHEMES)} URLs or a path ending in .log/.jsonl"
 _PASSWORD_IN_TEXT = re.compile(r"(://[^\s:/@]*:)([^\s@]*)(@)")
+
+
+_log = logging.getLogger(__name__)
 
 
 class StorageError(ValueError):
@@ -153,6 +163,153 @@ def normalize_storage_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+class DatabaseOutage(RuntimeError):
+    """The database stayed unreachable for longer than the study's ``outage_window``."""
+
+
+def _is_outage(error: BaseException) -> BaseException | None:
+    """The lost or refused database connection behind ``error``, or None.
+
+    Optuna wraps it in a `StorageInternalError` that blames "invalid data in the commit".
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sqlalchemy.exc.DBAPIError) and (
+            current.connection_invalidated
+            or isinstance(current, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError)
+        ):
+            return current
+        name = type(current).__name__
+        if name in ("OperationalError", "InterfaceError") and "sqlite" not in type(
+            current
+        ).__module__:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+class _OutageGuard:
+    """Retries with backoff while the database is away, for up to ``window`` seconds.
+
+    One outage is one window: calls during it share the deadline; the first success ends it.
+    Past the window every call fails at once with `DatabaseOutage` (one line naming host and
+    port), so a worker stops instead of waiting a window per call.
+    """
+
+    def __init__(self, url: str, window: float) -> None:
+        parsed = make_url(normalize_storage_url(url))
+        self.where = f"{parsed.host or 'localhost'}:{parsed.port or 'default port'}"
+        self.masked = mask_password(url)
+        self.window = window
+        self.deadline: float | None = None
+        self.recovered_at = -math.inf
+        self.gave_up = False
+        self.lock = threading.Lock()
+
+    def message(self) -> str:
+        return (
+            f"the database at {self.where} ({self.masked}) was unreachable for more than "
+            f"outage_window={self.window:g} s; start it again and rerun the same command: "
+            "the trials left running are failed as stale and re-run"
+        )
+
+    def call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        delay = 0.5
+        while True:
+            if self.gave_up:
+                raise DatabaseOutage(self.message())
+            try:
+                result = function(*args, **kwargs)
+            except Exception as error:
+                cause = _is_outage(error)
+                if cause is None:
+                    raise
+                now = time.monotonic()
+                with self.lock:
+                    if self.deadline is None:
+                        self.deadline = now + self.window
+                        _log.warning(
+                            "database at %s unreachable (%s); retrying for up to %g s",
+                            self.where, mask_password(_first_line(cause)), self.window,
+                        )
+                    deadline = self.deadline
+                if now >= deadline:
+                    self.gave_up = True
+                    raise DatabaseOutage(self.message()) from None
+                time.sleep(min(delay, deadline - now))
+                delay = min(2 * delay, 5.0)
+                continue
+            if self.deadline is not None:
+                with self.lock:
+                    if self.deadline is not None:
+                        _log.warning("database at %s reachable again", self.where)
+                        self.deadline = None
+                        self.recovered_at = time.monotonic()
+            return result
+
+
+# RDBStorage methods that never touch the database, or run once at construction
+_NOT_RETRIED = frozenset({
+    "get_heartbeat_interval", "get_failed_trial_callback", "get_heartbeat_stale_trial_callback",
+    "remove_session", "upgrade", "get_current_version", "get_head_version",
+    "get_all_versions", "is_heartbeat_enabled",
+})
+
+
+class _RideOutRDBStorage(optuna.storages.RDBStorage):
+    """`optuna.storages.RDBStorage` whose calls ride out a database outage (`_OutageGuard`).
+
+    The heartbeat never raises: its thread must survive the outage (issue 11), and a trial
+    whose heartbeats stopped for good is failed as stale by the next worker anyway.
+    """
+
+    _guard: _OutageGuard
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        # one try: the thread beats again in heartbeat_interval seconds
+        try:
+            super().record_heartbeat(trial_id)
+        except Exception as error:  # noqa: BLE001 - the thread must live on
+            _log.debug("heartbeat of trial %s not recorded: %s", trial_id, _first_line(error))
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        # no heartbeat could be written during an outage: give live trials a grace period
+        # after it to beat again before any of them counts as stale
+        interval = self.heartbeat_interval or 0
+        quiet = (self.grace_period or 2 * interval) + 2 * interval
+        if self._guard.deadline is not None or (
+            time.monotonic() - self._guard.recovered_at < quiet
+        ):
+            return []
+        return self._guard.call(super()._get_stale_trial_ids, study_id)
+
+
+def _retried(name: str) -> Any:
+    method = getattr(optuna.storages.RDBStorage, name)
+
+    @functools.wraps(method)
+    def wrapper(self: _RideOutRDBStorage, *args: Any, **kwargs: Any) -> Any:
+        return self._guard.call(method, self, *args, **kwargs)
+
+    return wrapper
+
+
+for _name in dir(optuna.storages.RDBStorage):
+    if (
+        not _name.startswith("__")
+        and _name not in _NOT_RETRIED
+        and _name not in ("record_heartbeat", "_get_stale_trial_ids")
+        and not _name.startswith("_")
+        and callable(getattr(optuna.storages.RDBStorage, _name))
+        and not isinstance(
+            inspect.getattr_static(optuna.storages.RDBStorage, _name), staticmethod | classmethod
+        )
+    ):
+        setattr(_RideOutRDBStorage, _name, _retried(_name))
+
+
 def make_storage(
     url: str,
     *,
@@ -160,6 +317,7 @@ def make_storage(
     grace_period: int | None = None,
     n_workers: int = 1,
     max_retry: int | None = 3,
+    outage_window: float | None = None,
 ) -> optuna.storages.BaseStorage:
     """Open (creating tables or the file when needed) the Optuna storage at ``url``.
 
@@ -172,6 +330,8 @@ def make_storage(
         n_workers: Processes that will share the storage; with SQLite and more than one, the
             connection waits up to 60 s for a lock instead of 5 s.
         max_retry: Times a heartbeat-stale trial is re-queued (None: without limit).
+        outage_window: Seconds a PostgreSQL/MySQL storage retries its calls (with backoff)
+            while the database is unreachable, before `DatabaseOutage`; None: no retries.
 
     Returns:
         An `optuna.storages.RDBStorage` or `optuna.storages.JournalStorage`.
@@ -215,9 +375,20 @@ def make_storage(
                     "grace_period": grace_period,
                     "heartbeat_stale_trial_callback": retry,
                 }
-            return optuna.storages.RDBStorage(
-                normalized, engine_kwargs=engine_kwargs, **heartbeat
+            if outage_window is None or parsed.get_backend_name() == "sqlite":
+                return optuna.storages.RDBStorage(
+                    normalized, engine_kwargs=engine_kwargs, **heartbeat
+                )
+            # a pooled connection the restart killed is tested and replaced before use
+            engine_kwargs.update(
+                pool_pre_ping=True, connect_args=_connect_args(storage_backend(url))
             )
+            guard = _OutageGuard(url, outage_window)
+            storage = guard.call(
+                _RideOutRDBStorage, normalized, engine_kwargs=engine_kwargs, **heartbeat
+            )
+            storage._guard = guard
+            return storage
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, OSError, ValueError) as error:
         detail = _first_line(error)
         if parsed.password:
