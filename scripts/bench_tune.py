@@ -2,10 +2,11 @@
 
 All three compare against a baseline measured in the same run:
 
-1. pruning: a TPE study with the median pruner vs the same study (same sampler seed) without
-   pruning, on a synthetic market with a planted signal (so trials differ in quality). Prints
-   the env steps the pruned study spends until its best-so-far reaches 95% of the unpruned
-   study's best, as a share of the unpruned study's env steps (target <= 40%).
+1. pruning: TPE studies with a pruner (successive halving, as `studies/signal_demo.yaml`, and
+   the median pruner) vs the same study (same sampler seed) without pruning, on a synthetic
+   market with a planted signal (so trials differ in quality). Prints each pruned study's env
+   steps as a share of the unpruned study's, and its best as a share of the unpruned best
+   (target: <= 40% of the env steps for >= 95% of the best).
 2. scaling: the same trials run by 2 worker processes vs 1 on this machine; trials per hour
    (target >= 1.8x on 2 cores).
 3. storage overhead on PostgreSQL: time spent inside the Optuna storage's methods (public and
@@ -27,6 +28,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import yaml
@@ -44,7 +46,7 @@ def synthetic_study(
     directory: Path,
     name: str,
     *,
-    pruner: str,
+    pruner: dict[str, Any],
     n_trials: int,
     total_timesteps: int,
     storage: str | None = None,
@@ -63,9 +65,7 @@ def synthetic_study(
         },
         "budget": {"total_timesteps": total_timesteps, "val_every_n_iterations": 4},
         "sampler": {"name": "tpe", "seed": 0, "options": {"n_startup_trials": 5}},
-        "pruner": {"name": pruner, "options": {"n_startup_trials": 5, "n_warmup_steps": 1}}
-        if pruner == "median"
-        else {"name": "none"},
+        "pruner": pruner,
         "n_trials": n_trials,
         "storage": storage or f"sqlite:///{directory / (name + '.db')}",
         "artifact_dir": str(directory / "artifacts" / name),
@@ -87,48 +87,52 @@ def steps_to_reach(trials: list[optuna.trial.FrozenTrial], target: float) -> int
     return None
 
 
+NO_PRUNER = {"name": "none"}
+MEDIAN_PRUNER = {"name": "median", "options": {"n_startup_trials": 5, "n_warmup_steps": 1}}
+"""The previous rounds' pruner (prunes from the 2nd validation, once 5 trials completed)."""
+SUCCESSIVE_HALVING = {
+    "name": "successive_halving",
+    "options": {"min_resource": 1, "reduction_factor": 3},
+}
+"""studies/signal_demo.yaml's pruner (Optuna's ASHA): at the 2nd and 4th validation (steps 1, 3)
+only the top third of the trials that reached that rung goes on."""
+
+
 def bench_pruning(directory: Path, n_trials: int, timesteps: int) -> None:
     from fxai_tune.tune import load_study_config, open_study, run_worker
 
     studies = {}
-    for pruner in ("none", "median"):
+    for label, pruner in (("none", NO_PRUNER), ("successive halving", SUCCESSIVE_HALVING),
+                          ("median", MEDIAN_PRUNER)):
         config = load_study_config(
             synthetic_study(
-                directory, f"prune_{pruner}", pruner=pruner, n_trials=n_trials,
+                directory, f"prune_{pruner['name']}", pruner=pruner, n_trials=n_trials,
                 total_timesteps=timesteps,
             )
         )
         start = time.perf_counter()
         run_worker(config, accelerator="cpu", torch_threads=1)
-        studies[pruner] = (open_study(config), time.perf_counter() - start)
-    unpruned, pruned = studies["none"][0], studies["median"][0]
+        studies[label] = (open_study(config), time.perf_counter() - start)
+    unpruned, unpruned_seconds = studies.pop("none")
     best = unpruned.best_value
-    target = 0.95 * best
-    done = [t for t in unpruned.trials if t.state.is_finished()]
-    total_unpruned = sum(int(t.user_attrs.get("env_steps", 0)) for t in done)
-    reach_unpruned = steps_to_reach(unpruned.trials, target)
-    reach_pruned = steps_to_reach(pruned.trials, target)
-    n_pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in pruned.trials)
-    total_pruned = sum(int(t.user_attrs.get("env_steps", 0)) for t in pruned.trials)
-    print(
-        f"pruning: unpruned best {best:.3f} ({total_unpruned:,} env steps, "
-        f"{studies['none'][1]:.0f} s); pruned study best {pruned.best_value:.3f} "
-        f"({n_pruned}/{n_trials} trials pruned, {studies['median'][1]:.0f} s)"
-    )
-    if reach_pruned is None:
-        print(f"pruning: the pruned study never reached 95% of {best:.3f} (target missed)")
-        return
-    print(
-        f"pruning: env steps to reach 95% of the unpruned best: pruned {reach_pruned:,} = "
-        f"{reach_pruned / total_unpruned:.0%} of the unpruned study's {total_unpruned:,} "
-        f"(target <= 40%); the unpruned study itself needed {reach_unpruned:,} "
-        f"({reach_pruned / reach_unpruned:.0%} of that)"
-    )
-    print(
-        f"pruning: whole studies ({n_trials} trials each): pruned {total_pruned:,} env steps = "
-        f"{total_pruned / total_unpruned:.0%} of the unpruned {total_unpruned:,}, best "
-        f"{pruned.best_value / best:.0%} of the unpruned best"
-    )
+    total_unpruned = sum(int(t.user_attrs.get("env_steps", 0)) for t in unpruned.trials)
+    print(f"pruning: no pruner: best {best:.3f}, {total_unpruned:,} env steps, "
+          f"{unpruned_seconds:.0f} s ({n_trials} trials)")
+    for label, (pruned, seconds) in studies.items():
+        n_pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in pruned.trials)
+        total_pruned = sum(int(t.user_attrs.get("env_steps", 0)) for t in pruned.trials)
+        share, quality = total_pruned / total_unpruned, pruned.best_value / best
+        verdict = "met" if share <= 0.40 and quality >= 0.95 else "missed"
+        print(
+            f"pruning: {label}: {total_pruned:,} env steps = {share:.0%} of the unpruned "
+            f"study's, best {pruned.best_value:.3f} = {quality:.0%} of the unpruned best "
+            f"({n_pruned}/{n_trials} pruned, {seconds:.0f} s; target <= 40% for >= 95%: "
+            f"{verdict})"
+        )
+        reach = steps_to_reach(pruned.trials, 0.95 * best)
+        if reach is not None:
+            print(f"pruning: {label}: its best-so-far reached 95% of the unpruned best after "
+                  f"{reach:,} env steps ({reach / total_unpruned:.0%})")
 
 
 def _run_workers(path: Path, n_workers: int, n_trials: int) -> float:
@@ -164,7 +168,7 @@ def bench_scaling(directory: Path, n_trials: int, timesteps: int, repeats: int) 
         rates, span_rates = {}, {}
         for n_workers in (1, 2):
             path = synthetic_study(
-                directory, f"scale{repeat}_{n_workers}", pruner="none", n_trials=n_trials,
+                directory, f"scale{repeat}_{n_workers}", pruner=NO_PRUNER, n_trials=n_trials,
                 total_timesteps=timesteps,
             )
             elapsed = _run_workers(path, n_workers, n_trials)
@@ -221,7 +225,7 @@ def bench_storage(directory: Path, n_trials: int, timesteps: int) -> None:
 
     name = f"bench_storage_{os.getpid()}"
     path = synthetic_study(
-        directory, name, pruner="median", n_trials=n_trials, total_timesteps=timesteps,
+        directory, name, pruner=MEDIAN_PRUNER, n_trials=n_trials, total_timesteps=timesteps,
         storage=POSTGRES_URL,
     )
     config = load_study_config(path)
