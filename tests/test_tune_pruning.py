@@ -66,3 +66,25 @@ def test_unknown_monitor_is_reported_with_the_logged_metrics(tmp_path):
     callback = OptunaPruningCallback(trial, monitor="val/nope")
     with pytest.raises(KeyError, match="val/episode_reward"):
         train(tiny_fx_config(tmp_path), extra_callbacks=[callback], loggers=False)
+
+
+def test_a_pruned_trial_keeps_the_curve_and_metrics_of_the_validation_it_was_pruned_at(
+    tmp_path,
+):
+    from fxai_tune.tune import ObjectiveSpec, score_trial
+
+    uploaded = []
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_float("x", 0, 1)
+        return score_trial(trial, tiny_fx_config(tmp_path / "run"), ObjectiveSpec(),
+                           upload=uploaded.append)[0]
+
+    study = _study_with_history(1e9)  # pruned at its first validation
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[-1]
+    assert trial.state == TrialState.PRUNED
+    assert {path.name for path in uploaded} >= {"val_equity.png", "metrics.csv"}
+    assert trial.user_attrs["val_metrics"]["val/episode_reward"] == pytest.approx(
+        trial.intermediate_values[0])
+    assert trial.user_attrs["env_steps"] > 0

@@ -267,11 +267,14 @@ def score_trial(
             except optuna.TrialPruned:
                 env_steps += _last(history.env_steps)
                 record("env_steps", env_steps)
-                if s == 0 and upload is not None and history.history:
+                if s == 0 and history.history:
+                    # a pruned trial keeps the metrics and the curve of its last validation
                     pruned = _fold_run(
                         history, len(history.history) - 1, None, run_config, objective
                     )
-                    _upload_fold(upload, trial, pruned, fold, objective.folds)
+                    record("val_metrics", pruned.metrics)
+                    if upload is not None:
+                        _upload_fold(upload, trial, pruned, fold, objective.folds)
                 raise
             env_steps += _last(history.env_steps)
             record("env_steps", env_steps)
