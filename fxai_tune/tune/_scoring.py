@@ -283,7 +283,6 @@ def score_trial(
                 on_run(run)
             chosen = select_validation(history.history, objective)
             result = _fold_run(history, chosen, run, run_config, objective)
-            result.values = [history.history[chosen][m] for m in objective.metrics]
             scores[s, fold] = result.values
             if s == 0:
                 first_seed_runs.append(result)
@@ -339,7 +338,7 @@ def _fold_run(
         elif objective.metrics[0] == MONITOR and objective.directions[0] == "maximize":
             checkpoint = Path(run.checkpoint.best_model_path or "")
     return _FoldRun(
-        values=[],
+        values=[history.history[index][m] for m in objective.metrics],
         metrics=dict(history.history[index]),
         evaluation=history.evaluations[index],
         checkpoint=checkpoint,
