@@ -533,3 +533,24 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_storage_alone(name, tmp_pat
     assert 1 <= len(lines) <= 2, output
     assert "secret" not in output and "wrongpass" not in output, output
     assert after == before, f"storage changed: {before} -> {after}\n{output}"
+
+
+def test_module_env_id_form_is_accepted_by_the_preflight(tmp_path):
+    from fxai_tune.tune import load_study_config, preflight
+
+    env = Env(tmp_path)
+    path = env.base(env_id="gymnasium.envs.classic_control:CartPole-v1")
+    preflight(load_study_config(path))  # imports the module, builds, resets, one forward
+
+
+def test_allow_space_change_lets_a_changed_distribution_through(tmp_path, stored_study):
+    from fxai_tune.tune import PreflightError, find_study, load_study_config, preflight
+
+    env = Env(tmp_path, existing=stored_study)
+    config = load_study_config(env.stored(search_space={"params": {
+        "ppo.learning_rate": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
+    }}))
+    study, _ = find_study(config.storage, config.name)
+    with pytest.raises(PreflightError, match="ppo.learning_rate.*--allow-space-change"):
+        preflight(config, study=study)
+    preflight(config, study=study, allow_space_change=True)

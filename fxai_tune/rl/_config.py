@@ -256,7 +256,8 @@ class TrainConfig:
     seed: int = 0
     """Seed of torch, the environments and minibatch shuffling."""
     env_id: str | None = None
-    """A registered gymnasium id (e.g. CartPole-v1) instead of the FX market; None = FX."""
+    """A registered gymnasium id (e.g. CartPole-v1) instead of the FX market, or gymnasium's
+    ``module:EnvId`` form for an env a package registers on import; None = FX."""
     data: DataConfig = field(default_factory=DataConfig)
     """Market data (FX env only)."""
     env: EnvConfig = field(default_factory=EnvConfig)
