@@ -12,6 +12,7 @@ from _rl_fixtures import tiny_fx_values
 POSTGRES_URL = os.environ.get(
     "FXAI_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
+REDIS_URL = os.environ.get("FXAI_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def write_tiny_study(

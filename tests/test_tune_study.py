@@ -232,7 +232,7 @@ BAD_STUDIES = [
         id="grace-period",
     ),
     pytest.param(
-        "storage: redis://localhost:6379", ["storage", "'redis'", "valid: sqlite, postgresql"],
+        "storage: mongodb://localhost:27017", ["storage", "'mongodb'", "valid: sqlite, postgresql"],
         id="storage-scheme",
     ),
     pytest.param("timeout: -1", ["timeout", "valid: seconds > 0"], id="timeout"),
@@ -354,7 +354,7 @@ def test_urls_without_driver_get_the_installed_one():
 
 
 @pytest.mark.parametrize(
-    "url", ["redis://:pw@localhost:6379", "not a url", "postgresql://u:topsecret@h:port/db"]
+    "url", ["mongodb://:pw@localhost:27017", "not a url", "postgresql://u:topsecret@h:port/db"]
 )
 def test_bad_url_is_a_one_line_error_without_the_password(url):
     with pytest.raises(StorageError) as info:

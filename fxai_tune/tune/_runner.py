@@ -25,6 +25,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from fxai_tune.tune._objective import TrialObjective
+from fxai_tune.tune._redis import redis_study_lock
 from fxai_tune.tune._storage import (
     DatabaseOutage,
     _OutageGuard,
@@ -144,13 +145,18 @@ def study_lock(
     """A study-wide mutual-exclusion lock; yields a function that releases it early.
 
     PostgreSQL and MySQL storages use a database advisory lock, so workers on different
-    machines exclude each other; file storages (SQLite, journal) lock a file beside them.
+    machines exclude each other; Redis storages a lease in that Redis (`redis_study_lock`);
+    file storages (SQLite, journal) lock a file beside them.
     With ``outage_window``, taking the database lock rides out an outage that long; a lock
     lost with its connection needs no release (the server drops it with the session).
     """
+    backend = storage_backend(storage_url)
+    if backend == "redis":  # a lease in the same Redis (docs/scaling.md)
+        with redis_study_lock(storage_url, study_name) as release:
+            yield release
+        return
     key = int.from_bytes(hashlib.sha1(study_name.encode()).digest()[:7], "big")
     released = False
-    backend = storage_backend(storage_url)
     if backend in ("postgresql", "mysql"):
         import sqlalchemy
         import sqlalchemy.pool

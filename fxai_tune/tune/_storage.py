@@ -10,6 +10,8 @@ Accepted forms (``STORAGE_SCHEMES``):
 - ``journal:///absolute/path/study.log`` (everything after ``journal://`` is the path, so
   ``journal://relative.log`` is relative), or a plain path ending in ``.log`` or ``.jsonl``:
   Optuna's `JournalStorage` on a `JournalFileBackend`.
+- ``redis://HOST:PORT/DB[?prefix=NAME]`` (``rediss://`` with TLS): Optuna's `JournalStorage` on a
+  `JournalRedisBackend`, with a heartbeat kept in the same Redis (`fxai_tune.tune._redis`).
 
 RDB storages get Optuna's heartbeat when ``heartbeat_interval`` is given: a trial whose worker
 stopped beating for ``grace_period`` seconds is failed by the next worker and re-queued with the
@@ -29,6 +31,7 @@ import logging
 import math
 import re
 import tempfile
+import urllib.parse
 import threading
 import time
 import warnings
@@ -63,6 +66,8 @@ STORAGE_SCHEMES = (
     "mariadb",
     "mariadb+pymysql",
     "journal",
+    "redis",
+    "rediss",
 )
 JOURNAL_SUFFIXES = (".log", ".jsonl")
 _VALID = f"valid: {', '.join(STORAGE_SCHEMES)} URLs or a path ending in .log/.jsonl"
@@ -101,6 +106,22 @@ def journal_path(url: str) -> Path | None:
     return None
 
 
+def _remote_backend(url: str) -> str | None:
+    """``"redis"`` for a Redis URL, else None (not a SQLAlchemy URL)."""
+    if url.startswith(("redis://", "rediss://")):
+        return "redis"
+    return None
+
+
+def _check_remote(url: str) -> None:
+    from fxai_tune.tune._redis import redis_target
+
+    try:
+        redis_target(url)
+    except ValueError as error:
+        raise StorageError(f"storage {mask_password(url)!r}: {error}") from None
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -123,13 +144,17 @@ def _parse(url: str) -> URL:
 
 
 def storage_backend(url: str) -> str:
-    """``"sqlite"``, ``"postgresql"``, ``"mysql"`` or ``"journal"``.
+    """``"sqlite"``, ``"postgresql"``, ``"mysql"``, ``"journal"`` or ``"redis"``.
 
     Raises:
         StorageError: For an unknown scheme or an unparsable URL.
     """
     if journal_path(url) is not None:
         return "journal"
+    remote = _remote_backend(url)
+    if remote is not None:
+        _check_remote(url)
+        return remote
     backend = _parse(url).get_backend_name()
     return "mysql" if backend == "mariadb" else backend
 
@@ -152,6 +177,9 @@ def normalize_storage_url(url: str) -> str:
         StorageError: For an unknown scheme or an unparsable URL.
     """
     if journal_path(url) is not None:
+        return url
+    if _remote_backend(url) is not None:
+        _check_remote(url)
         return url
     parsed = _parse(url)
     if parsed.drivername == "postgresql":
@@ -353,6 +381,8 @@ def make_storage(
         except OSError as error:
             raise StorageError(f"cannot open journal file {str(path)!r}: {error}") from None
         return optuna.storages.JournalStorage(backend)
+    if storage_backend(url) == "redis":
+        return _make_redis(url, heartbeat_interval, grace_period, max_retry)
 
     normalized = normalize_storage_url(url)
     parsed = make_url(normalized)
@@ -396,6 +426,34 @@ def make_storage(
         raise StorageError(f"cannot open storage {masked!r}: {mask_password(detail)}") from None
 
 
+def _stale_retry(max_retry: int | None) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+
+def _make_redis(
+    url: str, heartbeat_interval: int | None, grace_period: int | None, max_retry: int | None
+) -> optuna.storages.BaseStorage:
+    import redis
+
+    from fxai_tune.tune._redis import make_redis_storage
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return make_redis_storage(
+                url,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                stale_trial_callback=(
+                    _stale_retry(max_retry) if heartbeat_interval is not None else None
+                ),
+            )
+    except redis.exceptions.RedisError as error:
+        raise _unreachable(url, error) from None
+
+
 def check_storage_for_workers(url: str, n_workers: int) -> str | None:
     """A warning to show when ``n_workers`` processes would share ``url``; None if fine.
 
@@ -428,6 +486,9 @@ def _unreachable(url: str, error: BaseException) -> StorageError:
     if parsed.password:
         detail = detail.replace(parsed.password, "***")
     where = f"{parsed.host or 'localhost'}:{parsed.port or 'default port'}"
+    if _remote_backend(url) is not None:
+        split = urllib.parse.urlsplit(url)
+        where = f"{split.hostname}:{split.port or 'default port'}"
     return StorageError(
         f"cannot reach storage {mask_password(url)!r} at {where}: {mask_password(detail)}; "
         "check that the server runs there and the user, password and database are right"
@@ -443,6 +504,19 @@ def check_storage_reachable(url: str) -> None:
         StorageError: One line with host and port and the password masked.
     """
     backend = storage_backend(url)
+    if backend == "redis":
+        import redis
+
+        from fxai_tune.tune._redis import redis_target
+
+        client = redis.Redis.from_url(redis_target(url).client_url, socket_connect_timeout=10)
+        try:
+            client.ping()
+        except redis.exceptions.RedisError as error:
+            raise _unreachable(url, error) from None
+        finally:
+            client.close()
+        return
     if backend in ("postgresql", "mysql"):
         import sqlalchemy.pool
 
@@ -487,6 +561,8 @@ def find_study(url: str, name: str) -> tuple[optuna.Study | None, list[str]]:
     """
     backend = storage_backend(url)
     path = journal_path(url)
+    if backend == "redis":
+        check_storage_reachable(url)
     if backend == "sqlite":
         database = make_url(normalize_storage_url(url)).database
         if not database or database == ":memory:":
