@@ -711,6 +711,31 @@ def dashboard(
     )
 
 
+@app.command()
+def copy(
+    from_url: Annotated[
+        str, typer.Option("--from", help="Storage URL to copy from (only read).")
+    ],
+    to_url: Annotated[str, typer.Option("--to", help="Storage URL to copy into.")],
+    study: Annotated[
+        str | None, typer.Option("--study", help="Study name; default: every study stored.")
+    ] = None,
+) -> None:
+    """Copy a study (trials, attributes, artifact records) to another storage."""
+    from fxai_tune.tune import StorageError, copy_studies, mask_password
+
+    try:
+        names = copy_studies(from_url, to_url, study_name=study)
+    except StorageError as error:
+        raise fail(mask_password(str(error))) from None
+    console.print(
+        f"copied {', '.join(repr(n) for n in names)} from {mask_password(from_url)} "
+        f"to {mask_password(to_url)}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -21,6 +21,7 @@ from fxai_tune.tune._scoring import (
     score_trial,
     select_validation,
 )
+from fxai_tune.tune._copy import copy_studies
 from fxai_tune.tune._runner import (
     FailureRateExceeded,
     StudyCounts,
@@ -70,6 +71,7 @@ __all__ = [
     "check_storage_for_workers",
     "check_storage_reachable",
     "check_unshaped_objective",
+    "copy_studies",
     "count_trials",
     "decode_returns",
     "describe_failure",
