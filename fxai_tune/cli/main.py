@@ -736,6 +736,54 @@ def copy(
     )
 
 
+@app.command("storage-proxy")
+def storage_proxy(
+    storage: Annotated[
+        str, typer.Option(help="Storage URL to serve (postgresql://, mysql://, sqlite:///).")
+    ],
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port of the storage proxy.")] = 13000,
+    lock_port: Annotated[
+        int | None, typer.Option(help="TCP port of the study lock and heartbeat (PORT + 1).")
+    ] = None,
+) -> None:
+    """Serve a storage to workers through Optuna's gRPC proxy (workers: --storage grpc://H:P)."""
+    from fxai_tune.tune import StorageError, check_storage_reachable, mask_password
+    from fxai_tune.tune._grpc import is_loopback, serve_proxy
+    from fxai_tune.tune._storage import storage_backend
+
+    for name, value in (("--port", port), ("--lock-port", lock_port)):
+        if value is not None and not 1 <= value <= 65535:
+            raise fail(f"{name} must be in 1..65535, got {value}")
+    if lock_port == port:
+        raise fail(f"--lock-port must differ from --port, got {port} for both")
+    try:
+        backend = storage_backend(storage)
+        if backend not in ("sqlite", "postgresql", "mysql"):
+            raise StorageError(
+                f"storage {mask_password(storage)!r} is a {backend} storage; Optuna's gRPC proxy "
+                "serves RDB storages; valid: sqlite, postgresql, mysql URLs"
+            )
+        check_storage_reachable(storage)
+    except StorageError as error:
+        raise fail(f"--storage: {mask_password(str(error))}") from None
+    if not is_loopback(host):
+        err_console.print(
+            f"[bold yellow]warning:[/] binding {host}: the proxy has no authentication or TLS; "
+            "anyone who reaches this port can read and change every study. Keep it on a private "
+            "network (or bind 127.0.0.1 and tunnel).",
+            highlight=False,
+            soft_wrap=True,
+        )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        serve_proxy(storage, host=host, port=port, lock_port=lock_port)
+    except OSError as error:
+        raise fail(f"--host/--port: {error}") from None
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -24,6 +24,7 @@ import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from fxai_tune.tune._grpc import grpc_study_lock
 from fxai_tune.tune._objective import TrialObjective
 from fxai_tune.tune._redis import redis_study_lock
 from fxai_tune.tune._storage import (
@@ -145,7 +146,8 @@ def study_lock(
     """A study-wide mutual-exclusion lock; yields a function that releases it early.
 
     PostgreSQL and MySQL storages use a database advisory lock, so workers on different
-    machines exclude each other; Redis storages a lease in that Redis (`redis_study_lock`);
+    machines exclude each other; Redis storages a lease in that Redis (`redis_study_lock`),
+    gRPC storages a lock held through the proxy (`grpc_study_lock`);
     file storages (SQLite, journal) lock a file beside them.
     With ``outage_window``, taking the database lock rides out an outage that long; a lock
     lost with its connection needs no release (the server drops it with the session).
@@ -153,6 +155,10 @@ def study_lock(
     backend = storage_backend(storage_url)
     if backend == "redis":  # a lease in the same Redis (docs/scaling.md)
         with redis_study_lock(storage_url, study_name) as release:
+            yield release
+        return
+    if backend == "grpc":  # held through the proxy's coordination service (docs/scaling.md)
+        with grpc_study_lock(storage_url, study_name) as release:
             yield release
         return
     key = int.from_bytes(hashlib.sha1(study_name.encode()).digest()[:7], "big")

@@ -12,6 +12,9 @@ Accepted forms (``STORAGE_SCHEMES``):
   Optuna's `JournalStorage` on a `JournalFileBackend`.
 - ``redis://HOST:PORT/DB[?prefix=NAME]`` (``rediss://`` with TLS): Optuna's `JournalStorage` on a
   `JournalRedisBackend`, with a heartbeat kept in the same Redis (`fxai_tune.tune._redis`).
+- ``grpc://HOST:PORT[?lock_port=N]``: Optuna's `GrpcStorageProxy` to a ``fxai-tune
+  storage-proxy``, whose coordination service holds the study lock and heartbeat
+  (`fxai_tune.tune._grpc`).
 
 RDB storages get Optuna's heartbeat when ``heartbeat_interval`` is given: a trial whose worker
 stopped beating for ``grace_period`` seconds is failed by the next worker and re-queued with the
@@ -68,6 +71,7 @@ STORAGE_SCHEMES = (
     "journal",
     "redis",
     "rediss",
+    "grpc",
 )
 JOURNAL_SUFFIXES = (".log", ".jsonl")
 _VALID = f"valid: {', '.join(STORAGE_SCHEMES)} URLs or a path ending in .log/.jsonl"
@@ -107,17 +111,20 @@ def journal_path(url: str) -> Path | None:
 
 
 def _remote_backend(url: str) -> str | None:
-    """``"redis"`` for a Redis URL, else None (not a SQLAlchemy URL)."""
+    """``"redis"`` or ``"grpc"`` for those URLs, else None (not SQLAlchemy URLs)."""
     if url.startswith(("redis://", "rediss://")):
         return "redis"
+    if url.startswith("grpc://"):
+        return "grpc"
     return None
 
 
 def _check_remote(url: str) -> None:
+    from fxai_tune.tune._grpc import grpc_target
     from fxai_tune.tune._redis import redis_target
 
     try:
-        redis_target(url)
+        (grpc_target if _remote_backend(url) == "grpc" else redis_target)(url)
     except ValueError as error:
         raise StorageError(f"storage {mask_password(url)!r}: {error}") from None
 
@@ -144,7 +151,7 @@ def _parse(url: str) -> URL:
 
 
 def storage_backend(url: str) -> str:
-    """``"sqlite"``, ``"postgresql"``, ``"mysql"``, ``"journal"`` or ``"redis"``.
+    """``"sqlite"``, ``"postgresql"``, ``"mysql"``, ``"journal"``, ``"redis"`` or ``"grpc"``.
 
     Raises:
         StorageError: For an unknown scheme or an unparsable URL.
@@ -383,6 +390,8 @@ def make_storage(
         return optuna.storages.JournalStorage(backend)
     if storage_backend(url) == "redis":
         return _make_redis(url, heartbeat_interval, grace_period, max_retry)
+    if storage_backend(url) == "grpc":
+        return _make_grpc(url, heartbeat_interval, grace_period, max_retry)
 
     normalized = normalize_storage_url(url)
     parsed = make_url(normalized)
@@ -454,6 +463,22 @@ def _make_redis(
         raise _unreachable(url, error) from None
 
 
+def _make_grpc(
+    url: str, heartbeat_interval: int | None, grace_period: int | None, max_retry: int | None
+) -> optuna.storages.BaseStorage:
+    from fxai_tune.tune._grpc import make_grpc_storage
+
+    try:
+        return make_grpc_storage(
+            url,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            stale_trial_callback=_stale_retry(max_retry) if heartbeat_interval is not None else None,
+        )
+    except ConnectionError as error:
+        raise _unreachable(url, error) from None
+
+
 def check_storage_for_workers(url: str, n_workers: int) -> str | None:
     """A warning to show when ``n_workers`` processes would share ``url``; None if fine.
 
@@ -486,12 +511,15 @@ def _unreachable(url: str, error: BaseException) -> StorageError:
     if parsed.password:
         detail = detail.replace(parsed.password, "***")
     where = f"{parsed.host or 'localhost'}:{parsed.port or 'default port'}"
+    hint = "check that the server runs there and the user, password and database are right"
     if _remote_backend(url) is not None:
         split = urllib.parse.urlsplit(url)
         where = f"{split.hostname}:{split.port or 'default port'}"
+    if _remote_backend(url) == "grpc":
+        hint = "check that `fxai-tune storage-proxy` runs there"
     return StorageError(
         f"cannot reach storage {mask_password(url)!r} at {where}: {mask_password(detail)}; "
-        "check that the server runs there and the user, password and database are right"
+        + hint
     )
 
 
@@ -504,6 +532,9 @@ def check_storage_reachable(url: str) -> None:
         StorageError: One line with host and port and the password masked.
     """
     backend = storage_backend(url)
+    if backend == "grpc":
+        make_storage(url).close()
+        return
     if backend == "redis":
         import redis
 
@@ -561,7 +592,7 @@ def find_study(url: str, name: str) -> tuple[optuna.Study | None, list[str]]:
     """
     backend = storage_backend(url)
     path = journal_path(url)
-    if backend == "redis":
+    if backend in ("redis", "grpc"):
         check_storage_reachable(url)
     if backend == "sqlite":
         database = make_url(normalize_storage_url(url)).database
