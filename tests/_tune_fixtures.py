@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,9 @@ def write_tiny_study(
 def unique_name(prefix: str) -> str:
     """A study name no other test run uses (shared PostgreSQL)."""
     return f"{prefix}_{os.getpid()}_{os.urandom(3).hex()}"
+
+
+def default_sigint() -> None:
+    """`preexec_fn` for workers a test interrupts: a shell's background job (`cmd &`) starts
+    with SIGINT ignored, and Python then never raises KeyboardInterrupt; restore the default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from _tune_fixtures import write_tiny_study
+from _tune_fixtures import default_sigint, write_tiny_study
 from optuna.trial import TrialState
 
 import fxai_tune.tune._objective as objective_module
@@ -45,6 +45,7 @@ def _worker(path: Path, *extra: str, url: str | None = None) -> subprocess.Popen
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=default_sigint,
     )
 
 
@@ -99,7 +100,7 @@ def test_ctrl_c_of_run_with_two_workers_loses_nothing_and_rerun_reaches_the_cap(
     study = open_study(load_study_config(path))
     parent = subprocess.Popen(
         [*CLI, "run", "--study", str(path), "--workers", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint,
     )
     _wait_for(study, TrialState.RUNNING)
     time.sleep(3)

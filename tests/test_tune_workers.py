@@ -13,7 +13,7 @@ import urllib.request
 
 import optuna
 import pytest
-from _tune_fixtures import POSTGRES_URL, unique_name, write_tiny_study
+from _tune_fixtures import POSTGRES_URL, default_sigint, unique_name, write_tiny_study
 from optuna.trial import TrialState
 
 from fxai_tune.tune import load_study_config, normalize_storage_url, open_study, run_worker
@@ -56,6 +56,7 @@ def _worker(path, *extra: str) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=default_sigint,
     )
 
 
