@@ -493,6 +493,31 @@ def _last_line(paths: list[Path]) -> str:
     return "failure rate exceeded"
 
 
+def _cap_reached(config, storage: str | None, n_trials: int | None) -> bool:  # noqa: ANN001
+    """Say so in one line when the stored study already finished its capped trials.
+
+    A scheduler starts workers long after the first ones (array tasks, restarted pods): they
+    leave at once, exit 0. Running or queued trials keep the worker (it may retry them).
+    """
+    from fxai_tune.tune import count_trials
+
+    stored = _stored_study(config, storage, required=False)
+    if stored is None:
+        return False
+    cap = n_trials if n_trials is not None else config.n_trials
+    counts = count_trials(stored.get_trials(deepcopy=False))
+    if counts.running or counts.waiting or counts.finished < cap:
+        return False
+    console.print(
+        f"study {config.name!r} already has its {cap} trial{'s' * (cap != 1)} "
+        f"({counts.complete} complete, {counts.pruned} pruned, "
+        f"{counts.failed - counts.retried} failed): nothing to do",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return True
+
+
 @app.command()
 def worker(
     study: StudyOption,
@@ -529,6 +554,8 @@ def worker(
     config = _load_study(study, storage)
     if not checked:
         _preflight(config, storage, allow_space_change=allow_space_change)
+    if _cap_reached(config, storage, n_trials):
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         counts = run_worker(
