@@ -157,14 +157,18 @@ def check_training_builds(config: StudyConfig) -> None:
             )
 
 
+def _steps_available(env: object) -> int | None:
+    """Steps an FX env's split holds after the observation lookback (None: a gymnasium env,
+    whose episodes are its own)."""
+    engine = getattr(env, "engine", None)
+    return None if engine is None else int(engine.tables.last - engine.tables.first)
+
+
 def _check_episode_length(
     config: TrainConfig, datamodule: RLDataModule, where: str, label: str
 ) -> None:
-    engine = getattr(datamodule.env, "engine", None)
-    if engine is None:  # a gymnasium env: its own episodes
-        return
-    available = int(engine.tables.last - engine.tables.first)
-    if config.env.episode_length > available:
+    available = _steps_available(datamodule.env)
+    if available is not None and config.env.episode_length > available:
         raise PreflightError(
             f"{where}: env.episode_length={config.env.episode_length} is longer than the train "
             f"split{label}, which has {available} steps after the observation lookback; "
@@ -173,11 +177,8 @@ def _check_episode_length(
 
 
 def _check_val_windows(config: TrainConfig, env: object, where: str, label: str) -> None:
-    engine = getattr(env, "engine", None)
-    if engine is None:
-        return
-    available = int(engine.tables.last - engine.tables.first)
-    if config.trainer.val_episodes > available:
+    available = _steps_available(env)
+    if available is not None and config.trainer.val_episodes > available:
         raise PreflightError(
             f"{where}: trainer.val_episodes={config.trainer.val_episodes} windows do not fit "
             f"the val split{label}, which has {available} steps; valid: 1..{available}"
