@@ -184,6 +184,7 @@ def test_worker_killed_behind_the_proxy_leaves_a_fail_and_a_retry_completes_it(
     counts = run_worker(config, accelerator="cpu", torch_threads=1)
     trials = {t.number: t for t in study.get_trials()}
     assert trials[running[0].number].state == TrialState.FAIL
-    retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == running[0].number]
+    victim_number = running[0].number
+    retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == victim_number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert counts.counted == 1 and counts.complete == 1

@@ -68,7 +68,8 @@ def redis_target(url: str) -> RedisTarget:
 
 
 class _RedisJournalStorage(optuna.storages.JournalStorage, BaseHeartbeat):
-    """`JournalStorage` on Redis whose trials beat into a Redis hash (Optuna's journal has none)."""
+    """`JournalStorage` on Redis whose trials beat into a Redis hash (Optuna's journal has
+    no heartbeat)."""
 
     def __init__(
         self,

@@ -473,7 +473,9 @@ def _make_grpc(
             url,
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
-            stale_trial_callback=_stale_retry(max_retry) if heartbeat_interval is not None else None,
+            stale_trial_callback=(
+                _stale_retry(max_retry) if heartbeat_interval is not None else None
+            ),
         )
     except ConnectionError as error:
         raise _unreachable(url, error) from None
