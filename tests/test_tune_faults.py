@@ -19,7 +19,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from _tune_fixtures import default_sigint, write_tiny_study
+from _tune_fixtures import CLI, default_sigint, start_worker, wait_for_sampled_trial, write_tiny_study
 from optuna.trial import TrialState
 
 import fxai_tune.tune._objective as objective_module
@@ -31,32 +31,7 @@ from fxai_tune.tune import (
     study_status,
 )
 
-CLI = [sys.executable, "-m", "fxai_tune.cli.main"]
 LONG = 4 * 64 * 4 * 32  # env steps of a trial long enough to interrupt (~25 s on one core)
-
-
-def _worker(path: Path, *extra: str, url: str | None = None) -> subprocess.Popen:
-    command = [*CLI, "worker", "--study", str(path), "--accelerator", "cpu", "--threads", "1"]
-    if url is not None:
-        command += ["--storage", url]
-    return subprocess.Popen(
-        [*command, *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        preexec_fn=default_sigint,
-    )
-
-
-def _wait_for(study: optuna.Study, state: TrialState, timeout: float = 180) -> list:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        trials = study.get_trials(states=(state,))
-        if trials:
-            return trials
-        time.sleep(0.2)
-    raise AssertionError(f"no trial reached {state.name}")
 
 
 def _finished(study: optuna.Study) -> int:
@@ -71,8 +46,8 @@ def test_ctrl_c_requeues_the_trial_and_the_next_run_ends_with_the_cap(tmp_path):
     path = write_tiny_study(tmp_path, "sigint", n_trials=2, total_timesteps=LONG)
     config = load_study_config(path)
     study = open_study(config)
-    worker = _worker(path)
-    running = _wait_for(study, TrialState.RUNNING)[0]
+    worker = start_worker(path)
+    running = wait_for_sampled_trial(study)[0]
     time.sleep(2)
     worker.send_signal(signal.SIGINT)
     output = worker.communicate(timeout=120)[0]
@@ -102,7 +77,7 @@ def test_ctrl_c_of_run_with_two_workers_loses_nothing_and_rerun_reaches_the_cap(
         [*CLI, "run", "--study", str(path), "--workers", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint,
     )
-    _wait_for(study, TrialState.RUNNING)
+    wait_for_sampled_trial(study)
     time.sleep(3)
     parent.send_signal(signal.SIGINT)
     output = parent.communicate(timeout=180)[0]
@@ -138,8 +113,8 @@ def test_killed_worker_shows_stale_in_status_and_run_fails_it_on_start(tmp_path,
     )
     config = load_study_config(path)
     study = open_study(config)
-    victim = _worker(path)
-    running = _wait_for(study, TrialState.RUNNING)[0]
+    victim = start_worker(path)
+    running = wait_for_sampled_trial(study)[0]
     time.sleep(2)  # its parameters are sampled
     victim.send_signal(signal.SIGKILL)
     victim.wait()
@@ -303,8 +278,8 @@ def test_worker_rides_out_a_database_outage_and_loses_nothing(tmp_path, own_post
     )
     config = load_study_config(path)
     study = open_study(config)
-    worker = _worker(path)
-    _wait_for(study, TrialState.RUNNING)
+    worker = start_worker(path)
+    wait_for_sampled_trial(study)
     time.sleep(2)
     own_postgres.stop()
     time.sleep(10)  # training goes on; storage calls retry
@@ -328,8 +303,8 @@ def test_outage_past_the_window_stops_in_one_line_and_the_next_run_recovers(
     )
     config = load_study_config(path)
     study = open_study(config)
-    worker = _worker(path)
-    running = _wait_for(study, TrialState.RUNNING)[0]
+    worker = start_worker(path)
+    running = wait_for_sampled_trial(study)[0]
     own_postgres.stop()
     try:
         output = worker.communicate(timeout=300)[0]

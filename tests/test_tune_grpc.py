@@ -12,7 +12,14 @@ import time
 
 import optuna
 import pytest
-from _tune_fixtures import unique_name, write_tiny_study
+from _tune_fixtures import (
+    CLI,
+    assert_two_workers_stop_at_the_cap,
+    start_worker,
+    unique_name,
+    wait_for_sampled_trial,
+    write_tiny_study,
+)
 from optuna.trial import TrialState
 
 from fxai_tune.tune import (
@@ -25,7 +32,6 @@ from fxai_tune.tune import (
 )
 from fxai_tune.tune._grpc import grpc_study_lock, grpc_target
 
-CLI = [sys.executable, "-m", "fxai_tune.cli.main"]
 
 
 def _free_port() -> int:
@@ -139,30 +145,6 @@ def test_stale_trial_behind_the_proxy_is_failed_and_retried(proxy_url):
     assert trials[-1].state == TrialState.WAITING and trials[-1].params == trial.params
 
 
-def _worker(path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*CLI, "worker", "--study", str(path), "--accelerator", "cpu", "--threads", "1", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-
-
-@pytest.mark.slow
-def test_two_worker_processes_through_the_proxy_stop_at_exactly_the_cap(tmp_path, proxy_url):
-    path = write_tiny_study(
-        tmp_path, unique_name("gcap"), storage=proxy_url, n_trials=4, heartbeat_interval=2
-    )
-    workers = [_worker(path, "--worker-index", str(i)) for i in range(2)]
-    outputs = [w.communicate(timeout=600)[0] for w in workers]
-    assert [w.returncode for w in workers] == [0, 0], outputs
-    trials = open_study(load_study_config(path)).get_trials()
-    assert sorted(t.number for t in trials) == list(range(4))  # exactly the cap, no duplicates
-    assert all(t.state == TrialState.COMPLETE for t in trials)
-    assert len({t.user_attrs["worker"] for t in trials}) == 2
-
-
 @pytest.mark.slow
 def test_worker_killed_behind_the_proxy_leaves_a_fail_and_a_retry_completes_it(
     tmp_path, proxy_url
@@ -173,11 +155,8 @@ def test_worker_killed_behind_the_proxy_leaves_a_fail_and_a_retry_completes_it(
     )
     config = load_study_config(path)
     study = open_study(config)
-    victim = _worker(path)
-    deadline = time.monotonic() + 120
-    while not (running := study.get_trials(states=(TrialState.RUNNING,))):
-        assert time.monotonic() < deadline and victim.poll() is None
-        time.sleep(0.2)
+    victim = start_worker(path)
+    running = wait_for_sampled_trial(study)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     time.sleep(config.grace_period + 1)
@@ -188,3 +167,8 @@ def test_worker_killed_behind_the_proxy_leaves_a_fail_and_a_retry_completes_it(
     retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == victim_number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert counts.counted == 1 and counts.complete == 1
+
+
+@pytest.mark.slow
+def test_two_worker_processes_through_the_proxy_stop_at_exactly_the_cap(tmp_path, proxy_url):
+    assert_two_workers_stop_at_the_cap(tmp_path, proxy_url, "gcap")

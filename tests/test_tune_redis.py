@@ -10,7 +10,7 @@ import time
 
 import optuna
 import pytest
-from _tune_fixtures import REDIS_URL, unique_name, write_tiny_study
+from _tune_fixtures import CLI, REDIS_URL, assert_two_workers_stop_at_the_cap, unique_name
 from optuna.trial import TrialState
 
 from fxai_tune.tune import (
@@ -23,7 +23,6 @@ from fxai_tune.tune import (
 from fxai_tune.tune._redis import redis_study_lock, redis_target
 from fxai_tune.tune._storage import storage_backend
 
-CLI = [sys.executable, "-m", "fxai_tune.cli.main"]
 
 
 @pytest.fixture
@@ -128,26 +127,6 @@ def test_redis_study_lock_of_a_killed_holder_expires_with_its_lease(redis_url):
     assert time.monotonic() - started < 1 + 2 + 1
 
 
-def _worker(path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*CLI, "worker", "--study", str(path), "--accelerator", "cpu", "--threads", "1", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-
-
 @pytest.mark.slow
 def test_two_worker_processes_on_redis_stop_at_exactly_the_cap(tmp_path, redis_url):
-    path = write_tiny_study(
-        tmp_path, unique_name("rcap"), storage=redis_url, n_trials=4, heartbeat_interval=2
-    )
-    workers = [_worker(path, "--worker-index", str(i)) for i in range(2)]
-    outputs = [w.communicate(timeout=600)[0] for w in workers]
-    assert [w.returncode for w in workers] == [0, 0], outputs
-    trials = open_study(load_study_config(path)).get_trials()
-    assert sorted(t.number for t in trials) == list(range(4))  # exactly the cap, no duplicates
-    assert all(t.state == TrialState.COMPLETE for t in trials)
-    assert len({t.user_attrs["worker"] for t in trials}) == 2  # really shared
-    assert len({tuple(sorted(t.params.items())) for t in trials}) == 4
+    assert_two_workers_stop_at_the_cap(tmp_path, redis_url, "rcap")

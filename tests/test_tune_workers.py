@@ -13,12 +13,18 @@ import urllib.request
 
 import optuna
 import pytest
-from _tune_fixtures import POSTGRES_URL, default_sigint, unique_name, write_tiny_study
+from _tune_fixtures import (
+    CLI,
+    POSTGRES_URL,
+    start_worker,
+    unique_name,
+    wait_for_sampled_trial,
+    write_tiny_study,
+)
 from optuna.trial import TrialState
 
 from fxai_tune.tune import load_study_config, normalize_storage_url, open_study, run_worker
 
-CLI = [sys.executable, "-m", "fxai_tune.cli.main"]
 
 
 def _postgres_or_skip() -> str:
@@ -49,32 +55,11 @@ def postgres_study(tmp_path):
             pass
 
 
-def _worker(path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*CLI, "worker", "--study", str(path), "--accelerator", "cpu", "--threads", "1", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        preexec_fn=default_sigint,
-    )
-
-
-def _wait_for_running(study: optuna.Study, timeout: float = 120) -> optuna.trial.FrozenTrial:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        running = study.get_trials(states=(TrialState.RUNNING,))
-        if running:
-            return running[0]
-        time.sleep(0.2)
-    raise AssertionError("no trial started running")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("n_workers", [2, 4])
 def test_concurrent_workers_on_postgres_finish_with_exactly_the_cap(postgres_study, n_workers):
     path = postgres_study(f"cap{n_workers}", n_trials=5)
-    workers = [_worker(path) for _ in range(n_workers)]
+    workers = [start_worker(path) for _ in range(n_workers)]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert [w.returncode for w in workers] == [0] * n_workers, outputs
     study = open_study(load_study_config(path))
@@ -92,8 +77,8 @@ def test_killed_worker_leaves_its_trial_failed_and_a_retry_completes_it(postgres
     )
     config = load_study_config(path)
     study = open_study(config)
-    victim = _worker(path)
-    running = _wait_for_running(study)
+    victim = start_worker(path)
+    running = wait_for_sampled_trial(study)[0]
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     time.sleep(config.grace_period + 1)
@@ -112,8 +97,8 @@ def test_killed_worker_leaves_its_trial_failed_and_a_retry_completes_it(postgres
 def test_ctrl_c_records_the_running_trial_failed_and_exits_cleanly(tmp_path):
     path = write_tiny_study(tmp_path, "sigint", n_trials=1, total_timesteps=64 * 4 * 32)
     study = open_study(load_study_config(path))
-    worker = _worker(path)
-    running = _wait_for_running(study)
+    worker = start_worker(path)
+    running = wait_for_sampled_trial(study)[0]
     time.sleep(2)
     worker.send_signal(signal.SIGINT)
     output = worker.communicate(timeout=120)[0]
