@@ -334,6 +334,19 @@ def test_toy_sweep_on_sqlite_finds_the_optimum_and_writes_the_storage_best(toy, 
     assert results["best_value"] == pytest.approx(study.best_value)
 
 
+@pytest.mark.slow  # two sweeps of 3 jobs: ~30 s
+def test_two_seeded_sweeps_on_one_study_never_repeat_a_trial(toy, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'toy.db'}"
+    for cap, sweep in ((3, "sweep"), (6, "sweep2")):  # the second continues the first's study
+        toy(*SWEEPER, f"hydra.sweeper.n_trials={cap}", "hydra.sweeper.direction=maximize",
+            f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=toy",
+            "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",
+            "x=interval(-5, 5)", sweep_dir=tmp_path / sweep)
+    drawn = [t.params["x"] for t in optuna.load_study(study_name="toy", storage=storage).trials]
+    assert len(drawn) == 6
+    assert len(set(drawn)) == 6, drawn
+
+
 def test_grid_sampler_caps_the_trials_at_the_grid_size(toy, tmp_path):
     toy(*SWEEPER, "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=50",
         "x=range(0, 3)", "name=choice(a, b)")
@@ -352,7 +365,12 @@ def test_multi_objective_sweep_writes_non_dominated_solutions(toy, tmp_path):
         for b in points:
             dominates = b[0] >= a[0] and b[1] <= a[1] and b != a
             assert not dominates, f"{b} dominates {a}"
-    assert all(s["params"]["x"] >= 2.0 for s in solutions)  # the Pareto front is x in [2, 4]
+    # every sampled point no other beats on both objectives, and only those (x < 2 only when
+    # no sample fell in (x, 4 - x])
+    sampled = [job["x"] for job in _job_configs(tmp_path / "sweep").values()]
+    front = {x for x in sampled
+             if not any(y > x and (y - 2) ** 2 <= (x - 2) ** 2 for y in sampled)}
+    assert {s["params"]["x"] for s in solutions} == front
 
 
 @pytest.mark.parametrize(("rate", "stops"), [(0.0, True), (0.4, True), (0.5, False)])

@@ -187,3 +187,23 @@ def test_several_seeds_per_trial_average_the_objective(tmp_path):
     assert trial.user_attrs["seeds"] == [0, 1]
     assert trial.user_attrs["env_steps"] == 2 * 4 * 4 * 32
     assert trial.state == TrialState.COMPLETE
+
+
+def test_worker_without_a_cap_starts_trials_until_its_timeout(tmp_path):
+    config = load_study_config(write_tiny_study(tmp_path, "timed", n_trials=None, timeout=1))
+    counts = run_worker(config, accelerator="cpu", torch_threads=1)
+    assert counts.complete >= 1 and counts.counted == counts.complete
+
+
+@pytest.mark.slow  # the run command with its worker process: ~30 s on a shared machine
+def test_timeout_only_study_runs_trials_until_its_timeout(tmp_path):
+    # n_trials: null, timeout: S is a valid study: no cap, each worker stops starting trials
+    # after S seconds (issue 12: `--n-trials None` reached the worker)
+    path = write_tiny_study(tmp_path, "timed", n_trials=None, timeout=3)
+    done = subprocess.run([*CLI, "run", "--study", str(path)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cap None" not in done.stdout
+    study = open_study(load_study_config(path))
+    states = [t.state for t in study.trials]
+    assert states and set(states) == {TrialState.COMPLETE}, states  # started within 3 s

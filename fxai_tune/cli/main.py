@@ -424,8 +424,12 @@ def run(
             f"{_grace(config):g} s: their worker is gone); their parameters are queued again",
             highlight=False,
         )
+    limit = timeout if timeout is not None else config.timeout
+    budget = f"cap {cap} trials" if cap is not None else "no trial cap"
+    if limit is not None:
+        budget += f", no new trial after {limit:g} s"
     console.print(
-        f"study [bold]{config.name}[/] on {mask_password(url)}: cap {cap} trials, "
+        f"study [bold]{config.name}[/] on {mask_password(url)}: {budget}, "
         f"{workers} worker(s); artifacts in {config.artifact_dir}",
         highlight=False,
     )
@@ -435,7 +439,7 @@ def run(
         workers=workers,
         storage_url=url,
         n_trials=cap,
-        timeout=timeout if timeout is not None else config.timeout,
+        timeout=limit,
         devices=device_list,
         log_dir=log_dir,
         allow_space_change=allow_space_change,
@@ -663,20 +667,38 @@ def export_best(
     study: StudyOption,
     output: Annotated[Path, typer.Option("--output", "-o", help="Config YAML to write.")],
     storage: StorageOption = None,
+    trial_number: Annotated[
+        int | None,
+        typer.Option(
+            "--trial",
+            help="Completed trial to export (default: the best; with several objectives the "
+            "first Pareto trial).",
+        ),
+    ] = None,
 ) -> None:
     """Write the best trial's complete training config (for `fxai-tune train --config`)."""
-    from fxai_tune.tune import export_best_config
+    from fxai_tune.tune import best_trials, export_best_config
 
     _check_output(output)
     config = _load_study(study, storage)
+    stored = _stored_study(config, storage, required=True)
     try:
-        trial, _ = export_best_config(_stored_study(config, storage, required=True), output)
+        trial, _ = export_best_config(stored, output, trial=trial_number)
     except ValueError as error:
         raise fail(str(error)) from None
     except OSError as error:
         raise fail(f"--output {str(output)!r}: cannot write ({error.strerror or error})") from None
+    front = [t.number for t in best_trials(stored)] if len(stored.directions) > 1 else []
+    if not front:
+        which = ""
+    elif trial_number is None:
+        which = (f" (first of the Pareto front of {len(front)} trials {front}; "
+                 "another with --trial N)")
+    else:
+        which = " (on the Pareto front)" if trial.number in front else (
+            f" (not on the Pareto front {front})")
     console.print(
-        f"wrote {output} from trial {trial.number} (values {trial.values}); "
+        f"wrote {output} from trial {trial.number}{which} (values {trial.values}); "
         f"train it with: fxai-tune train --config {output}",
         highlight=False,
     )

@@ -32,6 +32,7 @@ from fxai_tune.tune._runner import (
     run_worker,
     study_lock,
 )
+from fxai_tune.tune._seeding import TrialSeededSampler, trial_seed
 from fxai_tune.tune._space import SearchSpace, SpaceError, load_search_space
 from fxai_tune.tune._storage import (
     DatabaseOutage,
@@ -65,6 +66,7 @@ __all__ = [
     "StudyCounts",
     "StudyError",
     "TrialObjective",
+    "TrialSeededSampler",
     "ValidationHistory",
     "best_trials",
     "check_existing_study",
@@ -99,5 +101,6 @@ __all__ = [
     "search_statistics",
     "statistics_lines",
     "study_status",
+    "trial_seed",
     "watch",
 ]

@@ -29,7 +29,7 @@ def best_trials(study: optuna.Study) -> list[FrozenTrial]:
         return []
     if len(study.directions) == 1:
         return [study.best_trial]
-    return list(study.best_trials)
+    return sorted(study.best_trials, key=lambda t: t.number)
 
 
 def heartbeat_ages(study: optuna.Study) -> dict[int, float]:
@@ -132,9 +132,16 @@ def study_status(study: optuna.Study, *, grace_period: float | None = None) -> d
 
 
 def export_best_config(
-    study: optuna.Study, path: str | Path, *, run_dir: str | None = None
+    study: optuna.Study,
+    path: str | Path,
+    *,
+    trial: int | None = None,
+    run_dir: str | None = None,
 ) -> tuple[FrozenTrial, TrainConfig]:
-    """Write the best trial's complete training config to ``path``.
+    """Write the best trial's (or trial ``trial``'s) complete training config to ``path``.
+
+    Without ``trial``, a single-objective study's best trial; a multi-objective study's first
+    Pareto trial (by number), which the caller should name (`best_trials` lists the front).
 
     The config is the one the trial trained (base config + sampled params, as recorded in
     its ``config`` user attr, its devices and threads included so that the same seed
@@ -142,13 +149,29 @@ def export_best_config(
     ``provenance``: study, trial, recorded values, seed spread, fold scores and the search's
     overfitting statistics, which the final test report shows.
 
+    Args:
+        study: The study.
+        path: The config YAML to write.
+        trial: Number of the completed trial to export; default the best (see above).
+        run_dir: Run directory of the exported config; default ``runs/STUDY-trialN``.
+
     Raises:
-        ValueError: When the study has no completed trial.
+        ValueError: When the study has no completed trial, or ``trial`` is not one.
     """
     best = best_trials(study)
     if not best:
         raise ValueError(f"study {study.study_name!r} has no completed trial to export")
-    trial = best[0]
+    if trial is None:
+        chosen = best[0]
+    else:
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        chosen = next((t for t in complete if t.number == trial), None)
+        if chosen is None:
+            raise ValueError(
+                f"--trial {trial}: not a completed trial of study {study.study_name!r}; "
+                f"valid: {sorted(t.number for t in complete)}"
+            )
+    trial = chosen
     recorded = trial.user_attrs.get("config")
     if recorded is None:
         raise ValueError(f"trial {trial.number} recorded no config (not an fxai-tune trial?)")

@@ -48,7 +48,7 @@ def launch_workers(
     *,
     workers: int,
     storage_url: str,
-    n_trials: int,
+    n_trials: int | None,
     timeout: float | None,
     devices: list[str] | None,
     log_dir: Path,
@@ -72,12 +72,12 @@ def launch_workers(
             study_ref,
             "--storage",
             storage_url,
-            "--n-trials",
-            str(n_trials),
             "--worker-index",
             str(index),
             "--checked",  # the parent ran the pre-flight
         ]
+        if n_trials is not None:  # None: no cap, the workers stop at the timeout
+            command += ["--n-trials", str(n_trials)]
         if allow_space_change:
             command.append("--allow-space-change")
         if timeout is not None:
@@ -109,7 +109,11 @@ def _describe(study: optuna.Study) -> str:
 
 
 def watch(
-    study: optuna.Study, workers: list[WorkerProcess], *, n_trials: int, console: Console
+    study: optuna.Study,
+    workers: list[WorkerProcess],
+    *,
+    n_trials: int | None,
+    console: Console,
 ) -> list[int]:
     """Show trials done/pruned/failed and the best value until every worker has exited.
 

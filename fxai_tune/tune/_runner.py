@@ -18,10 +18,8 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from fxai_tune.tune._grpc import grpc_study_lock
@@ -59,13 +57,13 @@ class FailureRateExceeded(RuntimeError):
 
 
 def open_study(
-    config: StudyConfig, storage_url: str | None = None, *, worker: int = 0
+    config: StudyConfig, storage_url: str | None = None
 ) -> optuna.Study:
     """Create the study, or load it if it exists (rerunning a command continues it).
 
     Under the study lock: workers started together on a fresh database would otherwise race
-    to create Optuna's tables and the study. ``worker`` offsets the sampler seed so parallel
-    workers do not propose the same parameters.
+    to create Optuna's tables and the study. A seeded sampler draws trial N from
+    ``(seed, N)``, so workers and later runs never propose a trial's parameters again.
     """
     from fxai_tune.tune._study import make_pruner, make_sampler
 
@@ -81,9 +79,7 @@ def open_study(
         study = optuna.create_study(
             study_name=config.name,
             storage=storage,
-            sampler=make_sampler(
-                config.sampler, n_objectives=len(config.directions), worker=worker
-            ),
+            sampler=make_sampler(config.sampler, n_objectives=len(config.directions)),
             pruner=make_pruner(config.pruner),
             directions=list(config.directions),
             load_if_exists=True,
@@ -345,12 +341,14 @@ def run_worker(
 
     Args:
         config: The validated study definition.
-        n_trials: Trial cap of the whole study (all workers); default ``config.n_trials``.
+        n_trials: Trial cap of the whole study (all workers); default ``config.n_trials``;
+            None with neither: no cap, the worker runs until ``timeout``.
         timeout: Seconds after which this worker starts no new trial.
         storage_url: Storage URL overriding ``config.storage``.
         accelerator: Lightning accelerator for this worker's trials.
         torch_threads: torch threads for this worker (1 per worker on CPU).
-        worker_index: This worker's index among those started together (sampler seed offset).
+        worker_index: This worker's index among those started together (its log's number);
+            the sampler's draws do not depend on it (trial N draws from ``(seed, N)``).
 
     Returns:
         The study's trial counts when this worker stopped.
@@ -361,15 +359,14 @@ def run_worker(
     url = storage_url or config.storage
     cap = n_trials if n_trials is not None else config.n_trials
     timeout = timeout if timeout is not None else config.timeout
-    study = open_study(config, url, worker=worker_index)
+    study = open_study(config, url)
     objective = TrialObjective(config, accelerator=accelerator, torch_threads=torch_threads)
-    callbacks = [MaxTrialsCallback(cap, states=None)]
     deadline = time.monotonic() + timeout if timeout is not None else None
     worker = f"{os.uname().nodename}:{os.getpid()}"
     current: dict[str, int] = {}
     _quiet_interrupts()
     try:
-        _run_trials(study, config, objective, url, cap, deadline, worker, current, callbacks)
+        _run_trials(study, config, objective, url, cap, deadline, worker, current)
     except KeyboardInterrupt:
         if "number" in current:
             requeue_interrupted(study, current["number"])
@@ -393,11 +390,10 @@ def _run_trials(  # noqa: PLR0913 - the worker loop's state
     config: StudyConfig,
     objective: TrialObjective,
     url: str,
-    cap: int,
+    cap: int | None,
     deadline: float | None,
     worker: str,
     current: dict[str, int],
-    callbacks: list[Any],
 ) -> None:
     while deadline is None or time.monotonic() < deadline:
         with study_lock(url, config.name, outage_window=config.outage_window) as release:
@@ -407,7 +403,7 @@ def _run_trials(  # noqa: PLR0913 - the worker loop's state
             trials = study.get_trials(deepcopy=False)
             _check_failure_rate(study, trials, config.max_failure_rate)
             counts = count_trials(trials)
-            if counts.waiting == 0 and counts.counted >= cap:
+            if counts.waiting == 0 and cap is not None and counts.counted >= cap:
                 break
 
             def gated(trial: optuna.Trial) -> float | list[float]:
@@ -417,7 +413,7 @@ def _run_trials(  # noqa: PLR0913 - the worker loop's state
                 return objective(trial)
 
             try:
-                study.optimize(gated, n_trials=1, catch=(Exception,), callbacks=callbacks)
+                study.optimize(gated, n_trials=1, catch=(Exception,))
             except Exception as error:
                 # Optuna's post-trial clean-up turns a failed tell into an UnboundLocalError
                 outage = _outage_in(error)

@@ -51,6 +51,7 @@ from typing import Any
 import optuna
 
 from fxai_tune.rl import ConfigError, TrainConfig, build_train_config, load_train_config
+from fxai_tune.tune._seeding import TrialSeededSampler
 from fxai_tune.tune._scoring import (
     DIRECTIONS,
     REDUCTIONS,
@@ -101,6 +102,8 @@ PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
 _SAMPLER_NEEDS = {"cmaes": ("cmaes",), "gp": ("scipy", "torch"), "qmc": ("scipy",)}
 # Samplers that handle a single objective only.
 _SINGLE_OBJECTIVE = ("cmaes",)
+# its seed scrambles one sequence that all workers walk through (Optuna's QMCSampler docs)
+_SAME_SEED_EVERYWHERE = ("qmc",)
 # Constructor arguments that take Python objects (callables, samplers, trials) are not options.
 _OBJECT_ARGUMENT = re.compile(r"Callable|Sampler|Base[A-Z]|FrozenTrial|Study")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -142,7 +145,7 @@ class SamplerConfig:
     name: str = "tpe"
     """tpe, random, cmaes, gp, qmc or nsga2."""
     seed: int | None = None
-    """Sampler seed; None draws one. `make_sampler` adds the worker index to it."""
+    """Sampler seed; None draws one. Trial N draws from ``(seed, N)`` (`make_sampler`)."""
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Keyword arguments of the Optuna sampler class (e.g. n_startup_trials)."""
 
@@ -317,15 +320,18 @@ def _construct(cls: type, kwargs: dict[str, Any], key: str) -> Any:
 
 
 def make_sampler(
-    config: SamplerConfig, *, n_objectives: int = 1, worker: int = 0
+    config: SamplerConfig, *, n_objectives: int = 1
 ) -> optuna.samplers.BaseSampler:
     """Build the Optuna sampler of ``config``.
+
+    With a seed, trial N draws from a sampler seeded from ``(seed, N)``
+    (`TrialSeededSampler`): the same on every worker and every start, so a seeded study is
+    reproducible and never repeats a trial when continued or shared. QMC takes the seed as
+    is (every process must scramble its sequence alike; the sequence index is in the study).
 
     Args:
         config: Sampler name, seed and options.
         n_objectives: Objectives of the study (cmaes handles one only).
-        worker: Index of the worker process; added to the seed so parallel workers with one
-            seed do not sample the same parameters.
 
     Raises:
         StudyError: Unknown name or option, a missing optional package, bad option values.
@@ -354,9 +360,14 @@ def make_sampler(
         )
     cls = SAMPLERS[config.name]
     kwargs = _options(cls, config.options, "sampler.options", reserved=("seed",))
-    if config.seed is not None:
-        kwargs["seed"] = config.seed + worker
-    return _construct(cls, kwargs, "sampler.options")
+    if config.seed is None:
+        return _construct(cls, kwargs, "sampler.options")
+    if config.name in _SAME_SEED_EVERYWHERE:
+        return _construct(cls, {**kwargs, "seed": config.seed}, "sampler.options")
+    # each trial drawn from (seed, trial number): reproducible, never repeated (issue 12)
+    return TrialSeededSampler(
+        lambda seed: _construct(cls, {**kwargs, "seed": seed}, "sampler.options"), config.seed
+    )
 
 
 def make_pruner(config: PrunerConfig) -> optuna.pruners.BasePruner:

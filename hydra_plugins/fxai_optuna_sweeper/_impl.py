@@ -484,7 +484,28 @@ class SweeperImpl:
                 f"{type(sampler).__name__}; valid: hydra/sweeper/sampler=tpe|random|grid|cmaes|"
                 "nsgaii|gp|qmc or a _target_ naming an optuna.samplers class"
             )
-        return sampler
+        return self._seeded_per_trial(sampler)
+
+    def _seeded_per_trial(
+        self, sampler: optuna.samplers.BaseSampler
+    ) -> optuna.samplers.BaseSampler:
+        """A seeded sampler drawing trial N from ``(seed, N)``, as the CLI's: sweeps sharing a
+        study, or continuing one, never replay its trials (issue 12). The grid sampler (which
+        skips visited points) and QMC (one scrambled sequence for all) keep their seed."""
+        from fxai_tune.tune import TrialSeededSampler
+
+        raw = OmegaConf.select(self.config, "hydra.sweeper.sampler") if self.config else None
+        seed = raw.get("seed") if isinstance(raw, DictConfig) else None
+        if seed is None or isinstance(
+            sampler, optuna.samplers.GridSampler | optuna.samplers.QMCSampler
+        ):
+            return sampler
+        config = OmegaConf.to_container(raw, resolve=True)
+
+        def build(trial_seed: int) -> optuna.samplers.BaseSampler:
+            return instantiate({**config, "seed": trial_seed})
+
+        return TrialSeededSampler(build, int(seed))
 
     def _make_pruner(self) -> optuna.pruners.BasePruner | None:
         pruner = self.pruner_config
@@ -532,7 +553,7 @@ class SweeperImpl:
         study = self._open_study(space)
         log.info("Study name: %s", study.study_name)
         log.info("Storage: %s", _mask(self.storage_url) if self.storage_url else "in memory")
-        log.info("Sampler: %s, pruner: %s", type(study.sampler).__name__,
+        log.info("Sampler: %s, pruner: %s", study.sampler,
                  type(study.pruner).__name__)
         log.info("Directions: %s; trial cap of the study: %d", self.directions, self.n_trials)
         if not self.in_process:
