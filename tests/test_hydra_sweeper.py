@@ -242,12 +242,16 @@ def test_hydra_discovers_the_sweeper_and_its_config_groups():
         ("x=choice(1, 2, 4)", CategoricalDistribution([1, 2, 4])),
         ("x=choice(a, 'b c', true)", CategoricalDistribution(["a", "b c", True])),
         ("x=choice([1,2],[3])", CategoricalDistribution(["[1,2]", "[3]"])),
-        ("x=range(1, 5)", IntDistribution(1, 4)),  # the stop is excluded, as in Python
-        ("x=range(0, 10, 3)", IntDistribution(0, 9, step=3)),
-        ("x=range(5, 1, -1)", IntDistribution(2, 5)),
+        # range includes its stop, as hydra-optuna-sweeper's (configs migrate from it)
+        ("x=range(1, 5)", IntDistribution(1, 5)),
+        ("x=range(3, 3)", IntDistribution(3, 3)),
+        ("x=range(0, 10, 3)", IntDistribution(0, 9, step=3)),  # 10 is off the step grid
+        ("x=range(5, 1, -1)", IntDistribution(1, 5)),
+        ("x=range(5, 0, -2)", IntDistribution(1, 5, step=2)),  # the grid starts at the start
         ("x=range(0.1, 1.0, 0.2)", FloatDistribution(0.1, 0.9, step=0.2)),
-        ("x=range(0, 1, 0.25)", FloatDistribution(0.0, 0.75, step=0.25)),
-        ("x=float(range(1, 4))", FloatDistribution(1.0, 3.0, step=1.0)),
+        ("x=range(0, 1, 0.25)", FloatDistribution(0.0, 1.0, step=0.25)),
+        ("x=float(range(1, 4))", FloatDistribution(1.0, 4.0, step=1.0)),
+        # shuffle(range) is categorical over Hydra's own range, as in hydra-optuna-sweeper
         ("x=shuffle(range(1, 4))", CategoricalDistribution([1, 2, 3])),
         ("x=interval(1, 10)", FloatDistribution(1.0, 10.0)),
         ("x=int(interval(1, 10))", IntDistribution(1, 10)),
@@ -279,11 +283,44 @@ def test_fixed_values_deletions_and_groups_pass_through_unsampled(impl):
 
 
 @pytest.mark.parametrize(
-    "override", ["x=tag(log, choice(1, 2))", "x=range(3, 3)", "x=tag(log, interval(0, 1))"]
+    "override",
+    ["x=tag(log, choice(1, 2))", "x=range(3, 1)", "x=range(1, 3, -1)",
+     "x=tag(log, interval(0, 1))"],
 )
 def test_forms_optuna_cannot_sample_are_rejected(impl, override):
     with pytest.raises(ValueError, match="x="):
         impl.parse_sweep_space([override])
+
+
+# choices as written in an override; Hydra reads each as a string with , ' = \ or spaces
+NASTY_CHOICES = ["'a,b'", r"'it\'s'", "'k=v'", "'a b'", "'null'", "'true'", "'1'", "'[1]'",
+                 r"'x\y'", r"'end\\'", r"'q\\\'q'", "' pad '", "'(p)'", "'{c}'", "plain"]
+
+
+@pytest.mark.parametrize("choice", NASTY_CHOICES)
+def test_a_sampled_string_reaches_the_job_as_that_string(impl, choice):
+    # the override a job gets is parsed by Hydra's parser: it must give the string back
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    text = parser.parse_override(f"name={choice}").value()
+    assert isinstance(text, str)
+    space = impl.parse_sweep_space([f"name=choice({choice}, other)"])
+    assert text in space.distributions["name"].choices
+    (override,) = space.overrides({"name": text})
+    parsed = parser.parse_override(override)
+    assert not parsed.is_sweep_override(), override
+    assert parsed.value() == text, override
+
+
+def test_list_and_dict_choices_reach_the_job_as_lists_and_dicts(impl):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    space = impl.parse_sweep_space(["w=choice({1h:32,4h:8}, [1,2], '[3]')"])
+    parser = OverridesParser.create()
+    got = [parser.parse_override(space.overrides({"w": c})[0]).value()
+           for c in space.distributions["w"].choices]
+    assert got == [{"1h": 32, "4h": 8}, [1, 2], "[3]"]
 
 
 def test_legacy_search_space_mapping_maps_to_distributions(impl):
@@ -349,7 +386,7 @@ def test_two_seeded_sweeps_on_one_study_never_repeat_a_trial(toy, tmp_path):
 
 def test_grid_sampler_caps_the_trials_at_the_grid_size(toy, tmp_path):
     toy(*SWEEPER, "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=50",
-        "x=range(0, 3)", "name=choice(a, b)")
+        "x=range(0, 2)", "name=choice(a, b)")
     jobs = _job_configs(tmp_path / "sweep")
     assert sorted((job["x"], job["name"]) for job in jobs.values()) == [
         (0, "a"), (0, "b"), (1, "a"), (1, "b"), (2, "a"), (2, "b")]

@@ -7,10 +7,10 @@ distributions:
 ``choice(a, b, c)``             ``CategoricalDistribution([a, b, c])`` (lists and dicts become
                                 their override text, e.g. ``"{1h:32,4h:8}"``)
 ``range(a, b[, step])``         ``IntDistribution(a, last, step)``, or ``FloatDistribution``
-                                when any bound or the step is a float; like Python's ``range``
-                                (and Hydra's basic sweeper) the stop is excluded, so ``last`` is
-                                the largest value below ``b`` on the step grid
-``shuffle(range(...))``         categorical over the range's values
+                                when any bound or the step is a float; as in hydra-optuna-sweeper
+                                (configs migrate from it) the stop is included: ``last`` is the
+                                last point of the step grid from ``a`` not beyond ``b``
+``shuffle(range(...))``         categorical over Hydra's range (stop excluded, as there)
 ``interval(a, b)``              ``FloatDistribution(a, b)`` (Hydra parses interval bounds as
                                 floats)
 ``int(interval(a, b))``         ``IntDistribution(a, b)``
@@ -20,15 +20,16 @@ a fixed value, ``~key``, ``+key=v`` passed to every job unchanged, never sampled
 ==============================  ==============================================================
 
 Later overrides of a key replace earlier ones: command-line arguments win over ``params``.
+A sampled string reaches its job quoted when Hydra would read it otherwise (``'a,b'``).
 """
 
 from __future__ import annotations
 
-import sys
-
 import functools
 import logging
 import math
+import re
+import sys
 from collections.abc import Callable, Mapping, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -46,6 +47,7 @@ from hydra.core.override_parser.types import (
     Transformer,
 )
 from hydra.core.plugins import Plugins
+from hydra.errors import HydraException
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method, instantiate
@@ -94,8 +96,9 @@ def motpe_removed(*args: Any, **kwargs: Any) -> NoReturn:
 def format_value(value: Any) -> str:
     """A value as override text: ``true``, ``null``, ``1e-05``, ``[1,2]``, ``{a:1}``.
 
-    Top-level strings are given as they are (a sweep's choices are already escaped by Hydra);
-    strings inside lists and dicts are quoted.
+    Top-level strings are given as they are (``params`` values are grammar text such as
+    ``choice(a, b)``); strings inside lists and dicts are quoted. A sampled value becomes
+    override text through `SweepSpace.overrides`, which quotes strings that need it.
     """
     if value is None:
         return "null"
@@ -111,28 +114,60 @@ def format_value(value: Any) -> str:
 
 
 def _format_item(value: Any) -> str:
-    if isinstance(value, str):
-        escaped = value.replace("'", "\\'")  # Hydra keeps other backslashes as they are
-        return f"'{escaped}'"
-    return format_value(value)
+    return _quoted(value) if isinstance(value, str) else format_value(value)
+
+
+def _quoted(text: str) -> str:
+    """``text`` as a quoted override string: ``\'`` is a quote, and backslashes before a quote
+    (or the closing one) are doubled; Hydra keeps other backslashes as they are."""
+    escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, text)
+    return "'" + escaped.replace("'", "\\'") + "'"
+
+
+@functools.cache
+def _parser() -> OverridesParser:
+    return OverridesParser.create()
+
+
+def quote_if_needed(text: str) -> str:
+    """``text`` as override text that Hydra reads back as this string: bare when it does
+    (``adam``), else quoted (``'a,b'``, ``'it\\'s'``, ``'k=v'``, ``'null'``, ``'1'``)."""
+    try:
+        parsed = _parser().parse_override(f"key={text}")
+        if not parsed.is_sweep_override() and parsed.value() == text:
+            return text
+    except HydraException:
+        pass
+    return _quoted(text)
 
 
 def _range_distribution(override: Override, sweep: RangeSweep) -> BaseDistribution:
-    values = list(override.sweep_iterator(transformer=Transformer.encode))
-    if not values:
-        raise ValueError(
-            f"{override.input_line}: range({sweep.start}, {sweep.stop}, {sweep.step}) is empty; "
-            "valid: a stop beyond the start in the step's direction (the stop is excluded)"
-        )
-    if sweep.shuffle:
+    """hydra-optuna-sweeper's ``range``: the stop is included when it is on the step grid."""
+    if sweep.shuffle:  # hydra-optuna-sweeper: categorical over Hydra's own range (stop excluded)
+        values = list(override.sweep_iterator(transformer=Transformer.encode))
+        if not values:
+            raise ValueError(
+                f"{override.input_line}: shuffle(range({sweep.start}, {sweep.stop}, "
+                f"{sweep.step})) is empty; valid: a stop beyond the start in the step's direction"
+            )
         return CategoricalDistribution(values)
-    step = abs(sweep.step)
-    low, high = min(values), max(values)
-    if any(isinstance(x, float) for x in (sweep.start, sweep.stop, sweep.step)):
-        # exact decimal arithmetic so that (high - low) is a multiple of step for Optuna
-        exact = Decimal(str(float(low))) + (len(values) - 1) * Decimal(str(float(step)))
-        return FloatDistribution(float(low), float(exact), step=float(step))
-    return IntDistribution(int(low), int(high), step=int(step))
+    start, stop, step = sweep.start, sweep.stop, sweep.step
+    if start is None or stop is None or not step or (stop - start) * step < 0:
+        raise ValueError(
+            f"{override.input_line}: range({start}, {stop}, {step}) is empty; valid: a stop "
+            "at or beyond the start in the step's direction (the stop is included)"
+        )
+    floats = any(isinstance(x, float) for x in (start, stop, step))
+    # exact decimal arithmetic so that (high - low) is a multiple of step for Optuna; the
+    # grid starts at ``start`` and ends at the last point not beyond ``stop``
+    exact = Decimal if floats else int
+    first, size = exact(str(start)), abs(exact(str(step)))
+    count = int(abs(exact(str(stop)) - first) // size)
+    last = first + count * size if step > 0 else first - count * size
+    low, high = min(first, last), max(first, last)
+    if floats:
+        return FloatDistribution(float(low), float(high), step=float(size))
+    return IntDistribution(int(low), int(high), step=int(size))
 
 
 def _interval_distribution(override: Override, sweep: IntervalSweep) -> BaseDistribution:
@@ -167,10 +202,8 @@ def distribution_from_override(override: Override) -> BaseDistribution | None:
                 f"{override.input_line}: tag(log, ...) applies to interval(...) only; valid: "
                 "tag(log, interval(a, b)) or tag(log, int(interval(a, b)))"
             )
-        choices = [
-            value if isinstance(value, _SCALARS) else str(value)
-            for value in override.sweep_iterator(transformer=Transformer.encode)
-        ]
+        # lists and dicts become their override text (Optuna's choices are scalars)
+        choices = list(override.sweep_iterator(transformer=Transformer.encode))
         return CategoricalDistribution(choices)
     if isinstance(sweep, RangeSweep):
         return _range_distribution(override, sweep)
@@ -190,10 +223,19 @@ class SweepSpace:
     """Optuna parameter name (the override's key, ``+`` prefix kept) -> distribution."""
     fixed: dict[str, str] = field(default_factory=dict)
     """Override key -> full override text (``key=value``, ``~key``) given to every job."""
+    verbatim: dict[str, set[str]] = field(default_factory=dict)
+    """Optuna parameter name -> its choices that are the override text of a list or dict
+    (``[1,2]``, ``{1h:32}``): passed as they are, where other strings are quoted."""
+
+    def override_text(self, name: str, value: Any) -> str:
+        """``value`` of parameter ``name`` as override text that Hydra reads back as it."""
+        if isinstance(value, str):
+            return value if value in self.verbatim.get(name, ()) else quote_if_needed(value)
+        return format_value(value)
 
     def overrides(self, params: Mapping[str, Any]) -> list[str]:
         """Job overrides for sampled ``params``, fixed values after them."""
-        sampled = [f"{name}={format_value(value)}" for name, value in params.items()]
+        sampled = [f"{name}={self.override_text(name, value)}" for name, value in params.items()]
         return sampled + list(self.fixed.values())
 
 
@@ -221,6 +263,11 @@ def parse_sweep_space(arguments: Sequence[str]) -> SweepSpace:
         name = override.get_key_element()
         if distribution is not None:
             space.distributions[name] = distribution
+            if isinstance(distribution, CategoricalDistribution) and override.is_choice_sweep():
+                structured = {Transformer.str(value) for value in override.sweep_iterator()
+                              if not isinstance(value, _SCALARS)}
+                if structured:
+                    space.verbatim[name] = structured
         elif override.is_delete() and override.value() is None:
             space.fixed[name] = name
         else:
