@@ -50,6 +50,7 @@ def test_kubernetes_job_runs_parallel_workers_with_the_url_from_a_secret():
     assert job["spec"]["parallelism"] > 1 and job["spec"]["completionMode"] == "Indexed"
     container = job["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in container["env"]}
-    assert "secretKeyRef" in env["FXAI_STORAGE_URL"]["valueFrom"]
+    assert "secretKeyRef" in env["FXAI_TUNE_STORAGE"]["valueFrom"]
+    assert not any("STORAGE" in arg or "--storage" in arg for arg in container["args"])
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert "worker" in container["args"]

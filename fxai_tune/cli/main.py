@@ -15,6 +15,8 @@ from rich.table import Table
 from typer.core import TyperGroup
 from typer.exceptions import Abort
 
+from fxai_tune import STORAGE_ENV
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -294,7 +296,13 @@ StudyOption = Annotated[
 ]
 StorageOption = Annotated[
     str | None,
-    typer.Option(help="Storage URL (sqlite:///, postgresql://, mysql://, journal:///FILE)."),
+    typer.Option(
+        envvar=STORAGE_ENV,
+        show_envvar=True,
+        help="Storage URL (sqlite:///, postgresql://, mysql://, journal:///FILE); default: "
+        f"${STORAGE_ENV}, else the study file's. Prefer the variable for a URL with a "
+        "password: a command line is visible to every user (ps).",
+    ),
 ]
 
 
@@ -316,7 +324,8 @@ def _load_study(study: str, storage: str | None = None):  # noqa: ANN202 - lazy 
     try:
         check_storage_reachable(url)
     except StorageError as error:
-        where = "--storage" if storage is not None else f"{config.path}: storage"
+        where = f"--storage (or ${STORAGE_ENV})" if storage is not None else (
+            f"{config.path}: storage")
         raise fail(f"{where}: {mask_password(str(error))}") from None
     return config
 
@@ -391,6 +400,7 @@ def run(
         check_storage_for_workers,
         launch_workers,
         mask_password,
+        new_log_dir,
         save_dashboard_note,
         study_status,
         watch,
@@ -428,12 +438,19 @@ def run(
     budget = f"cap {cap} trials" if cap is not None else "no trial cap"
     if limit is not None:
         budget += f", no new trial after {limit:g} s"
+    try:  # one folder per run: a rerun never overwrites the logs of the last one
+        log_dir = new_log_dir(Path(config.artifact_dir) / "logs")
+    except OSError as error:
+        raise fail(
+            f"{config.path}: artifact_dir: cannot create the worker log folder in "
+            f"{config.artifact_dir} ({error.strerror or error})"
+        ) from None
     console.print(
         f"study [bold]{config.name}[/] on {mask_password(url)}: {budget}, "
-        f"{workers} worker(s); artifacts in {config.artifact_dir}",
+        f"{workers} worker(s); artifacts in {config.artifact_dir}; worker logs in {log_dir}",
         highlight=False,
+        soft_wrap=True,
     )
-    log_dir = Path(config.artifact_dir) / "logs"
     started = launch_workers(
         study,
         workers=workers,
@@ -788,7 +805,13 @@ def copy(
 @app.command("storage-proxy")
 def storage_proxy(
     storage: Annotated[
-        str, typer.Option(help="Storage URL to serve (postgresql://, mysql://, sqlite:///).")
+        str,
+        typer.Option(
+            envvar=STORAGE_ENV,
+            show_envvar=True,
+            help="Storage URL to serve (postgresql://, mysql://, sqlite:///); default: "
+            f"${STORAGE_ENV} (keeps a password off the command line).",
+        ),
     ],
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port of the storage proxy.")] = 13000,

@@ -9,7 +9,14 @@ from fxai_tune.tune._inspect import (
     study_status,
 )
 from fxai_tune.tune._statistics import search_statistics, statistics_lines
-from fxai_tune.tune._launch import EXIT_FAILURE_RATE, launch_workers, plan_devices, watch
+from fxai_tune.tune._launch import (
+    EXIT_FAILURE_RATE,
+    launch_workers,
+    new_log_dir,
+    plan_devices,
+    python_command,
+    watch,
+)
 from fxai_tune.tune._objective import TrialObjective, describe_failure
 from fxai_tune.tune._preflight import PreflightError, check_existing_study, preflight
 from fxai_tune.tune._pruning import OptunaPruningCallback, ValidationHistory
@@ -82,6 +89,7 @@ __all__ = [
     "fail_stale_trials",
     "find_study",
     "launch_workers",
+    "new_log_dir",
     "load_search_space",
     "load_study_config",
     "make_pruner",
@@ -91,6 +99,7 @@ __all__ = [
     "normalize_storage_url",
     "open_study",
     "plan_devices",
+    "python_command",
     "requeue_interrupted",
     "preflight",
     "score_trial",

@@ -1,4 +1,10 @@
-"""Starting K worker processes on one study and watching them until they finish."""
+"""Starting K worker processes on one study and watching them until they finish.
+
+Workers run the parent's interpreter with the parent's import path (``python -P`` and
+``PYTHONPATH`` from ``sys.path``), so a ``fxai_tune`` folder in the working directory is never
+imported instead of the copy the parent runs, and they read the storage URL from
+``FXAI_TUNE_STORAGE``: a password in it never shows on a command line (``ps``).
+"""
 
 from __future__ import annotations
 
@@ -14,10 +20,19 @@ import optuna
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from fxai_tune import STORAGE_ENV
 from fxai_tune.tune._inspect import best_trials
 from fxai_tune.tune._runner import count_trials
 
-__all__ = ["EXIT_FAILURE_RATE", "WorkerProcess", "launch_workers", "plan_devices", "watch"]
+__all__ = [
+    "EXIT_FAILURE_RATE",
+    "WorkerProcess",
+    "launch_workers",
+    "new_log_dir",
+    "plan_devices",
+    "python_command",
+    "watch",
+]
 
 EXIT_FAILURE_RATE = 3
 
@@ -43,6 +58,30 @@ def plan_devices(workers: int, devices: list[str] | None) -> list[str]:
     return [devices[i % len(devices)] for i in range(workers)]
 
 
+def python_command() -> tuple[list[str], dict[str, str]]:
+    """The parent's interpreter and environment for a child that imports what the parent does.
+
+    ``-P`` keeps the working directory off the child's ``sys.path``; ``PYTHONPATH`` carries
+    the parent's ``sys.path`` (an empty entry, the working directory, made absolute).
+    """
+    entries = [os.path.abspath(entry) if entry else os.getcwd() for entry in sys.path]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(dict.fromkeys(entries)))
+    return [sys.executable, "-P"], env
+
+
+def new_log_dir(parent: Path) -> Path:
+    """A new folder ``parent/<UTC start time>`` for one run's worker logs (never reused)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    for attempt in range(1000):
+        path = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"{parent}: no free log folder name for {stamp}")
+
+
 def launch_workers(
     study_ref: str,
     *,
@@ -56,22 +95,23 @@ def launch_workers(
 ) -> list[WorkerProcess]:
     """Start ``workers`` processes running ``fxai-tune worker`` on the same study.
 
-    A GPU worker sees only its device (``CUDA_VISIBLE_DEVICES``); a CPU worker runs one
-    torch thread, so K workers on K cores do not fight over them.
+    Worker K logs to ``log_dir/worker_K.log``. The storage URL goes through the environment
+    (`STORAGE_ENV`), never the command line. A GPU worker sees only its device
+    (``CUDA_VISIBLE_DEVICES``); a CPU worker runs one torch thread, so K workers on K cores
+    do not fight over them.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
+    python, parent_env = python_command()
     started = []
     for index, device in enumerate(plan_devices(workers, devices)):
-        env = dict(os.environ)
+        env = {**parent_env, STORAGE_ENV: storage_url}
         command = [
-            sys.executable,
+            *python,
             "-m",
             "fxai_tune.cli.main",
             "worker",
             "--study",
             study_ref,
-            "--storage",
-            storage_url,
             "--worker-index",
             str(index),
             "--checked",  # the parent ran the pre-flight
