@@ -55,7 +55,7 @@ def synthetic_study(
     study = {
         "name": name,
         # the shipped planted-signal base config (also studies/signal_demo.yaml's)
-        "base_config": str(ROOT / "studies" / "configs" / "signal_base.yaml"),
+        "base_config": str(ROOT / "fxai_tune" / "studies" / "configs" / "signal_base.yaml"),
         "search_space": {
             "params": {
                 "ppo.learning_rate": {"type": "float", "low": 1e-5, "high": 3e-3, "log": True},

@@ -31,9 +31,9 @@ done
 WORK=$(mktemp -d)
 cat > "$WORK/gpu_check.yaml" <<YAML
 name: gpu_check
-base_config: $PWD/studies/configs/demo_base.yaml
+base_config: $PWD/fxai_tune/studies/configs/demo_base.yaml
 overrides: [trainer.accelerator=gpu, trainer.precision=bf16-mixed, ppo.n_envs=64, ppo.n_steps=64, ppo.batch_size=512]
-search_space: $PWD/search_spaces/ppo_quick.yaml
+search_space: $PWD/fxai_tune/search_spaces/ppo_quick.yaml
 direction: maximize
 sampler: {name: tpe, seed: 0}
 pruner: {name: none}

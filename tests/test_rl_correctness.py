@@ -68,7 +68,7 @@ _TINY_SIZES = {"ppo.n_envs": 4, "ppo.n_steps": 32, "ppo.batch_size": 128, "ppo.n
 def test_ratio_is_one_before_the_first_update_for_configs_of_the_shipped_spaces(tmp_path, name):
     """Three random trials of each shipped space (dropout, widths, depths, heads, windows,
     target_kl, reward weights, curriculum as sampled), shrunk to one minibatch of 128."""
-    space = load_search_space(ROOT / "search_spaces" / f"{name}.yaml")
+    space = load_search_space(ROOT / "fxai_tune" / "search_spaces" / f"{name}.yaml")
     base = tiny_fx_config(tmp_path)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
     dropouts = []

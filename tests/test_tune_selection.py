@@ -17,6 +17,7 @@ from _tune_fixtures import write_tiny_study
 from fxai_tune.data import DataConfig, DataManager
 from fxai_tune.data._synthetic import SyntheticConfig, generate_synthetic_bars
 from fxai_tune.rl import train
+from fxai_tune.tune._space import PACKAGE_DIR
 from fxai_tune.stats import trading_metrics
 from fxai_tune.tune import (
     ObjectiveSpec,
@@ -334,7 +335,7 @@ def test_status_json_names_the_statistics_and_the_study_names_its_metrics(tmp_pa
 def _planted_signal_study(tmp_path, name, signal_strength):
     """Eight random-sampled trials on the shipped planted-signal config, at ``signal_strength``
     (0: a pure-noise market); learning rates down to 1e-6, where an agent barely moves."""
-    base = yaml.safe_load(open("studies/configs/signal_base.yaml"))
+    base = yaml.safe_load(open(PACKAGE_DIR / "studies" / "configs" / "signal_base.yaml"))
     base["data"]["synthetic"]["signal_strength"] = signal_strength
     base["run_dir"] = str(tmp_path / f"runs_{name}")
     study = {

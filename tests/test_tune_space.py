@@ -445,7 +445,7 @@ def test_apply_rejects_values_the_config_rejects():
 
 @pytest.mark.parametrize("name", ["ppo_quick", "ppo_default"])
 def test_shipped_space_samples_configs_that_build(name):
-    space = load_search_space(ROOT / "search_spaces" / f"{name}.yaml")
+    space = load_search_space(ROOT / "fxai_tune" / "search_spaces" / f"{name}.yaml")
     base = build_train_config({"ppo": {"n_envs": 8, "n_steps": 64}})
     space.check(base)
     for _, values, _ in random_trials(space, 8, base=base):
@@ -455,7 +455,7 @@ def test_shipped_space_samples_configs_that_build(name):
 
 
 def test_shipped_default_space_covers_the_issue_parameters():
-    text = (ROOT / "search_spaces" / "ppo_default.yaml").read_text()
+    text = (ROOT / "fxai_tune" / "search_spaces" / "ppo_default.yaml").read_text()
     for path in ["ppo.learning_rate", "ppo.n_steps", "ppo.batch_size", "ppo.n_epochs",
                  "ppo.gamma", "ppo.gae_lambda", "ppo.clip_coef", "ppo.ent_coef", "ppo.vf_coef",
                  "ppo.max_grad_norm", "ppo.target_kl", "model.d_model", "model.n_layers",

@@ -14,6 +14,7 @@ import optuna
 import pytest
 import sqlalchemy.engine
 
+from fxai_tune import HOME_ENV
 from fxai_tune.tune._storage import (
     StorageError,
     check_storage_for_workers,
@@ -123,17 +124,35 @@ def test_multi_objective_study(tmp_path):
 
 
 def test_shipped_demo_study_loads():
-    study = load_study_config(ROOT / "studies" / "demo.yaml")
+    study = load_study_config(ROOT / "fxai_tune" / "studies" / "demo.yaml")
     assert study.name == "demo" and study.n_trials == 12 and study.max_failure_rate == 0.5
     assert study.base_config.model.d_model == 32 and study.base_config.model.n_heads == 2
     assert study.base_config.ppo.n_envs == 8 and study.base_config.ppo.n_steps == 64
     assert study.sampler == SamplerConfig("tpe", 0, {"n_startup_trials": 5})
     assert study.pruner.name == "median"
-    assert study.storage == f"sqlite:///{ROOT / 'studies' / 'demo.db'}"
+    assert study.storage == f"sqlite:///{Path.cwd().resolve() / 'studies' / 'demo.db'}"
+
+
+def test_a_shipped_study_stores_under_the_working_directory_never_in_the_package(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(HOME_ENV, raising=False)
+    study = load_study_config("demo")
+    assert study.path == ROOT / "fxai_tune" / "studies" / "demo.yaml"
+    assert study.storage == f"sqlite:///{tmp_path.resolve() / 'studies' / 'demo.db'}"
+    assert study.artifact_dir == tmp_path.resolve() / "studies" / "artifacts" / "demo"
+    home = tmp_path / "home"
+    monkeypatch.setenv(HOME_ENV, str(home))
+    study = load_study_config("demo")
+    assert study.storage == f"sqlite:///{home.resolve() / 'studies' / 'demo.db'}"
+    assert study.artifact_dir == home.resolve() / "studies" / "artifacts" / "demo"
+    own = write_study(tmp_path, MINIMAL)  # a study file of the user's: beside it, as before
+    assert load_study_config(own).storage == f"sqlite:///{tmp_path.resolve() / 'tiny.db'}"
 
 
 def test_shipped_demo_base_has_two_timeframes():
-    study = load_study_config(ROOT / "studies" / "demo.yaml")
+    study = load_study_config(ROOT / "fxai_tune" / "studies" / "demo.yaml")
     assert study.base_config.env.windows == {"1h": 32, "4h": 8}
 
 
@@ -148,7 +167,7 @@ def test_shipped_gpu_study_loads():
 def test_shipped_demo_base_config_builds():
     from fxai_tune.rl import load_train_config
 
-    config = load_train_config(ROOT / "studies" / "configs" / "demo_base.yaml")
+    config = load_train_config(ROOT / "fxai_tune" / "studies" / "configs" / "demo_base.yaml")
     assert config.ppo.rollout_size == 512 and config.model.n_layers == 1
 
 
@@ -429,7 +448,7 @@ def test_mysql_round_trip():
     round_trip(url, heartbeat_interval=10, grace_period=30)
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "studies").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted((ROOT / "fxai_tune" / "studies").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_study_validates(path):
     study = load_study_config(path)
     assert study.name == path.stem and study.n_trials >= 1

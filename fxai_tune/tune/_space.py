@@ -83,6 +83,7 @@ from optuna.distributions import (
 from fxai_tune.rl import TrainConfig, build_train_config, config_to_dict
 
 __all__ = [
+    "PACKAGE_DIR",
     "REPAIRED_ATTR",
     "Constraint",
     "Param",
@@ -103,7 +104,8 @@ _FIELDS = {
     "int": ("type", "low", "high", "log", "step", "when", "otherwise", "virtual"),
     "categorical": ("type", "choices", "when", "otherwise", "virtual"),
 }
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the directory holding fxai_tune/
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+"""The installed ``fxai_tune`` package: its ``studies/`` and ``search_spaces/`` are shipped."""
 _MISSING: Any = object()
 
 
@@ -175,7 +177,7 @@ def find_named_file(
     """Resolve a bare name to ``<folder>/<name>.yaml``, or check that a path exists.
 
     A bare name (no slash, no ``.yaml``/``.yml`` suffix) is looked up in ``./<folder>``, then in
-    ``extra_dirs``, then in ``<folder>`` beside the installed package. A relative path is taken
+    ``extra_dirs``, then in ``<folder>`` of the installed package (the shipped files). A relative path is taken
     relative to ``relative_to`` (when given) or the current directory.
     """
     text = os.fspath(name_or_path)
@@ -188,7 +190,7 @@ def find_named_file(
         if not path.is_file():
             raise error(f"{path}: {kind} file does not exist")
         return path
-    dirs = [Path.cwd() / folder, *extra_dirs, _PROJECT_ROOT / folder]
+    dirs = [Path.cwd() / folder, *extra_dirs, PACKAGE_DIR / folder]
     for directory in dirs:
         for suffix in (".yaml", ".yml"):
             if (directory / f"{text}{suffix}").is_file():
@@ -591,7 +593,7 @@ def load_search_space(name_or_path: str | os.PathLike[str]) -> SearchSpace:
 
     Args:
         name_or_path: A bare name (``ppo_quick`` -> ``search_spaces/ppo_quick.yaml`` under the
-            current directory, else under the project root) or a path to a YAML file.
+            current directory, else the one shipped in the package) or a path to a YAML file.
 
     Raises:
         SpaceError: One line naming the file, the key and what is valid.

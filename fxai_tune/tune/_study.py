@@ -23,6 +23,8 @@ A study file (``studies/<name>.yaml``)::
     seeds_per_trial: 1                  # objective = mean over this many seeds
     storage: null                       # URL; null -> sqlite:///<this dir>/<name>.db
     artifact_dir: null                  # null -> <this dir>/artifacts/<name>
+    # (a study shipped in the package stores both under $FXAI_TUNE_HOME/studies, default
+    #  ./studies: never inside the installed package)
     max_failure_rate: 0.5               # stop the study when more trials than this fail
     heartbeat_interval: 10              # s; RDB heartbeat (null disables it)
     grace_period: 30                    # s without heartbeat before a trial is failed
@@ -50,6 +52,7 @@ from typing import Any
 
 import optuna
 
+from fxai_tune import HOME_ENV
 from fxai_tune.rl import ConfigError, TrainConfig, build_train_config, load_train_config
 from fxai_tune.tune._seeding import TrialSeededSampler
 from fxai_tune.tune._scoring import (
@@ -60,6 +63,7 @@ from fxai_tune.tune._scoring import (
     objective_of,
 )
 from fxai_tune.tune._space import (
+    PACKAGE_DIR,
     SearchSpace,
     SpaceError,
     find_named_file,
@@ -79,6 +83,7 @@ __all__ = [
     "StudyError",
     "load_study_config",
     "make_pruner",
+    "study_data_dir",
     "make_sampler",
 ]
 
@@ -408,7 +413,7 @@ def load_study_config(name_or_path: str | os.PathLike[str]) -> StudyConfig:
 
     Args:
         name_or_path: A bare name (``demo`` -> ``studies/demo.yaml`` under the current
-            directory, else under the project root) or a path to a YAML file.
+            directory, else the one shipped in the package) or a path to a YAML file.
 
     Raises:
         StudyError: One line naming the file, the key and what is valid.
@@ -429,10 +434,24 @@ def load_study_config(name_or_path: str | os.PathLike[str]) -> StudyConfig:
         raise StudyError(message) from None
 
 
+def study_data_dir(study_file: Path) -> Path:
+    """Where a study file's default database and artifacts go (relative values start here).
+
+    Beside the file, except for a study shipped in the package (``--study demo`` from any
+    directory, or an installed copy): ``$FXAI_TUNE_HOME/studies``, by default
+    ``./studies``. Nothing is ever written into the package or its source tree (issue 12).
+    """
+    study_file = study_file.resolve()
+    if not study_file.is_relative_to(PACKAGE_DIR):
+        return study_file.parent
+    return Path(os.environ.get(HOME_ENV) or Path.cwd()).expanduser().resolve() / "studies"
+
+
 class _StudyParser:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.dir = path.parent
+        self.data_dir = study_data_dir(path)
 
     def fail(self, key: str, problem: str) -> StudyError:
         return StudyError(f"{self.path}: {key}: {problem}")
@@ -508,10 +527,11 @@ class _StudyParser:
         storage = self.storage(data.get("storage"), name)
         artifact_dir = data.get("artifact_dir")
         if artifact_dir is None:
-            artifact_dir = self.dir / "artifacts" / name
+            artifact_dir = self.data_dir / "artifacts" / name
         elif isinstance(artifact_dir, str) and artifact_dir:
             artifact_dir = Path(artifact_dir).expanduser()
-            artifact_dir = artifact_dir if artifact_dir.is_absolute() else self.dir / artifact_dir
+            if not artifact_dir.is_absolute():
+                artifact_dir = self.data_dir / artifact_dir
         else:
             raise self.fail("artifact_dir", f"got {artifact_dir!r}; valid: a path or null")
 
@@ -657,7 +677,7 @@ class _StudyParser:
 
     def storage(self, raw: Any, name: str) -> str:
         if raw is None:
-            return f"sqlite:///{self.dir / f'{name}.db'}"
+            return f"sqlite:///{self.data_dir / f'{name}.db'}"
         if not isinstance(raw, str) or not raw:
             raise self.fail("storage", f"got {raw!r}; valid: a storage URL or null")
         try:
