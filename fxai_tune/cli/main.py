@@ -304,6 +304,20 @@ StorageOption = Annotated[
         "password: a command line is visible to every user (ps).",
     ),
 ]
+ReadStudyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--study", "-s", help="Study name (studies/NAME.yaml) or YAML file; or --study-name."
+    ),
+]
+StudyNameOption = Annotated[
+    str | None,
+    typer.Option(
+        "--study-name",
+        help="Name of a study stored in --storage, read without a study file (e.g. one a "
+        "Hydra sweep made).",
+    ),
+]
 
 
 def _load_study(study: str, storage: str | None = None):  # noqa: ANN202 - lazy import
@@ -347,6 +361,37 @@ def _stored_study(config, storage: str | None, *, required: bool):  # noqa: ANN0
     return study
 
 
+def _read_study(study: str | None, study_name: str | None, storage: str | None):  # noqa: ANN202
+    """The stored study a read-only command shows, and its study file's config (None with
+    ``--study-name``). Creates and writes nothing; a study that is not stored is refused."""
+    from fxai_tune.tune import StorageError, StudyError, find_study, load_study_config
+    from fxai_tune.tune import mask_password
+
+    if (study is None) == (study_name is None):
+        raise fail(
+            "give --study FILE_OR_NAME, or --storage URL with --study-name NAME; "
+            f"got {'both' if study is not None else 'neither'}"
+        )
+    if study is not None:
+        try:
+            config = load_study_config(study)
+        except StudyError as error:
+            raise fail(mask_password(str(error))) from None
+        return _stored_study(config, storage, required=True), config
+    if storage is None:
+        raise fail(f"--study-name {study_name!r} needs --storage URL (where the study is stored)")
+    try:
+        stored, names = find_study(storage, study_name)
+    except StorageError as error:
+        raise fail(f"--storage: {mask_password(str(error))}") from None
+    if stored is None:
+        raise fail(
+            f"--study-name: no study {study_name!r} in {mask_password(storage)}; valid: "
+            f"{names or 'none stored yet'}"
+        )
+    return stored, None
+
+
 def _preflight(config, storage: str | None, *, allow_space_change: bool) -> None:  # noqa: ANN001
     """Refuse, before any trial, what would fail every trial (`fxai_tune.tune.preflight`)."""
     from fxai_tune.tune import PreflightError, mask_password, preflight
@@ -364,9 +409,12 @@ def _check_timeout(timeout: float | None) -> None:
 
 
 def _open(config, storage: str | None):  # noqa: ANN001, ANN202
-    from fxai_tune.tune import open_study
+    from fxai_tune.tune import StudyError, mask_password, open_study
 
-    return open_study(config, storage)
+    try:
+        return open_study(config, storage)
+    except StudyError as error:  # the stored study optimises something else
+        raise fail(mask_password(str(error))) from None
 
 
 AllowSpaceChangeOption = Annotated[
@@ -556,7 +604,14 @@ def worker(
     ] = False,
 ) -> None:
     """Join a study as one worker (e.g. from another machine with a PostgreSQL storage)."""
-    from fxai_tune.tune import DatabaseOutage, EXIT_FAILURE_RATE, FailureRateExceeded, run_worker
+    from fxai_tune.tune import (
+        EXIT_FAILURE_RATE,
+        DatabaseOutage,
+        FailureRateExceeded,
+        StudyError,
+        mask_password,
+        run_worker,
+    )
 
     if accelerator not in ("cpu", "gpu", "cuda", "auto"):
         raise fail(f"--accelerator must be one of cpu, gpu, cuda, auto; got {accelerator!r}")
@@ -588,6 +643,8 @@ def worker(
             torch_threads=threads,
             worker_index=worker_index,
         )
+    except StudyError as error:  # the stored study optimises something else
+        raise fail(mask_password(str(error))) from None
     except FailureRateExceeded as error:
         err_console.print(str(error), highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILURE_RATE) from None
@@ -660,19 +717,22 @@ def _grace(config) -> float | None:  # noqa: ANN001 - lazy import
 
 @app.command()
 def status(
-    study: StudyOption,
+    study: ReadStudyOption = None,
     storage: StorageOption = None,
+    study_name: StudyNameOption = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Trials by state, best value and params, and per-worker activity."""
+    """Trials by state, best value and params, per-worker activity, provenance (read-only).
+
+    Stale trials (heartbeat older than the study file's grace_period) are named only with
+    --study, which knows the grace period.
+    """
     import json
 
     from fxai_tune.tune import study_status
 
-    config = _load_study(study, storage)
-    summary = study_status(
-        _stored_study(config, storage, required=True), grace_period=_grace(config)
-    )
+    stored, config = _read_study(study, study_name, storage)
+    summary = study_status(stored, grace_period=_grace(config) if config is not None else None)
     if json_output:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -681,9 +741,10 @@ def status(
 
 @app.command("export-best")
 def export_best(
-    study: StudyOption,
     output: Annotated[Path, typer.Option("--output", "-o", help="Config YAML to write.")],
+    study: ReadStudyOption = None,
     storage: StorageOption = None,
+    study_name: StudyNameOption = None,
     trial_number: Annotated[
         int | None,
         typer.Option(
@@ -697,8 +758,7 @@ def export_best(
     from fxai_tune.tune import best_trials, export_best_config
 
     _check_output(output)
-    config = _load_study(study, storage)
-    stored = _stored_study(config, storage, required=True)
+    stored, _ = _read_study(study, study_name, storage)
     try:
         trial, _ = export_best_config(stored, output, trial=trial_number)
     except ValueError as error:
@@ -739,10 +799,15 @@ def _check_output(output: Path) -> None:
 
 @app.command()
 def dashboard(
-    study: StudyOption,
+    study: ReadStudyOption = None,
     storage: StorageOption = None,
+    study_name: StudyNameOption = None,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    artifact_dir: Annotated[
+        Path | None,
+        typer.Option(help="Directory of the trial artifacts (default: the study file's)."),
+    ] = None,
 ) -> None:
     """Serve optuna-dashboard on the study's storage with its artifacts."""
     import socket
@@ -754,27 +819,25 @@ def dashboard(
 
     if not 1 <= port <= 65535:
         raise fail(f"--port must be in 1..65535, got {port}")
-    config = _load_study(study, storage)
-    _stored_study(config, storage, required=True)
+    _, config = _read_study(study, study_name, storage)
     url = storage or config.storage
+    if artifact_dir is None and config is not None:
+        artifact_dir = Path(config.artifact_dir)
     try:
         with socket.create_server((host, port)):
             pass
     except OSError as error:
         raise fail(f"--host/--port: cannot listen on {host}:{port} ({error.strerror or error})")
-    try:
-        Path(config.artifact_dir).mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise fail(f"{config.path}: artifact_dir: cannot create ({error.strerror or error})")
+    # read-only: an artifact directory that does not exist yet holds no artifact to show
+    store = None
+    if artifact_dir is not None and artifact_dir.is_dir():
+        store = FileSystemArtifactStore(str(artifact_dir))
+    shown = f"artifacts in {artifact_dir}" if store is not None else "no artifacts"
     console.print(
-        f"optuna-dashboard for {mask_password(url)} on http://{host}:{port}/", highlight=False
+        f"optuna-dashboard for {mask_password(url)} on http://{host}:{port}/ ({shown})",
+        highlight=False,
     )
-    run_server(
-        make_storage(url),
-        host=host,
-        port=port,
-        artifact_store=FileSystemArtifactStore(str(config.artifact_dir)),
-    )
+    run_server(make_storage(url), host=host, port=port, artifact_store=store)
 
 
 @app.command()

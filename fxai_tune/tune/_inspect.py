@@ -11,6 +11,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from fxai_tune.rl import TrainConfig, build_train_config, save_train_config
+from fxai_tune.tune._provenance import PROVENANCE_ATTR
 from fxai_tune.tune._runner import count_trials
 from fxai_tune.tune._statistics import search_statistics, statistics_lines
 
@@ -128,6 +129,7 @@ def study_status(study: optuna.Study, *, grace_period: float | None = None) -> d
         "failures": failures,
         "stale": stale,
         "workers": dict(workers),
+        "provenance": study.user_attrs.get(PROVENANCE_ATTR),
     }
 
 

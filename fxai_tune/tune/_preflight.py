@@ -34,7 +34,7 @@ from fxai_tune.rl import (
 )
 from fxai_tune.rl._buffer import first_non_finite
 from fxai_tune.tune._scoring import fold_config
-from fxai_tune.tune._study import StudyConfig
+from fxai_tune.tune._study import StudyConfig, StudyError, check_stored_objectives
 
 __all__ = [
     "PreflightError",
@@ -195,20 +195,10 @@ def check_existing_study(
             that stored trials sampled, unless ``allow_space_change``.
     """
     where = str(config.path) if config.path is not None else config.name
-    stored = [d.name.lower() for d in study.directions]
-    if stored != list(config.directions):
-        key = "direction" if len(config.directions) == 1 else "directions"
-        raise PreflightError(
-            f"{where}: {key}: the stored study {study.study_name!r} optimises {stored}, the file "
-            f"asks {list(config.directions)}; valid: {stored}, or a new study name"
-        )
-    names = study.metric_names
-    if names is not None and list(names) != list(config.metrics):
-        raise PreflightError(
-            f"{where}: objective.metrics: the stored study {study.study_name!r} recorded "
-            f"{list(names)}, the file asks {list(config.metrics)}; valid: {list(names)}, or a "
-            "new study name"
-        )
+    try:
+        check_stored_objectives(study, config)
+    except StudyError as error:
+        raise PreflightError(str(error)) from None
     if allow_space_change:
         return
     wanted = config.space.distributions()

@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from fxai_tune.tune._grpc import grpc_study_lock
 from fxai_tune.tune._objective import TrialObjective
+from fxai_tune.tune._provenance import PROVENANCE_ATTR, provenance
 from fxai_tune.tune._redis import redis_study_lock
 from fxai_tune.tune._storage import (
     DatabaseOutage,
@@ -64,8 +65,13 @@ def open_study(
     Under the study lock: workers started together on a fresh database would otherwise race
     to create Optuna's tables and the study. A seeded sampler draws trial N from
     ``(seed, N)``, so workers and later runs never propose a trial's parameters again.
+    A created study records its metric names and its `provenance` (packages, git commit,
+    data file hashes); a stored one must keep the file's directions and metrics.
+
+    Raises:
+        StudyError: The stored study optimises other directions or metrics than the file.
     """
-    from fxai_tune.tune._study import make_pruner, make_sampler
+    from fxai_tune.tune._study import check_stored_objectives, make_pruner, make_sampler
 
     url = storage_url or config.storage
     with study_lock(url, config.name, outage_window=config.outage_window):
@@ -76,14 +82,30 @@ def open_study(
             max_retry=config.max_retry,
             outage_window=config.outage_window,
         )
-        study = optuna.create_study(
-            study_name=config.name,
-            storage=storage,
-            sampler=make_sampler(config.sampler, n_objectives=len(config.directions)),
-            pruner=make_pruner(config.pruner),
-            directions=list(config.directions),
-            load_if_exists=True,
-        )
+        sampler = make_sampler(config.sampler, n_objectives=len(config.directions))
+        pruner = make_pruner(config.pruner)
+        try:
+            storage.get_study_id_from_name(config.name)
+            existed = True
+        except KeyError:
+            existed = False
+        if existed:  # load_study: no "Using an existing study" log line on every start
+            study = optuna.load_study(
+                study_name=config.name, storage=storage, sampler=sampler, pruner=pruner
+            )
+            check_stored_objectives(study, config)
+        else:
+            study = optuna.create_study(
+                study_name=config.name,
+                storage=storage,
+                sampler=sampler,
+                pruner=pruner,
+                directions=list(config.directions),
+            )
+            project = config.path.parent if config.path is not None else Path.cwd()
+            study.set_user_attr(
+                PROVENANCE_ATTR, provenance(config.base_config, project_dir=project)
+            )
         if study.metric_names is None:  # plots say val/episode_reward, not "Objective 0"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

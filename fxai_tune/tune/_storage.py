@@ -603,10 +603,11 @@ def find_study(url: str, name: str) -> tuple[optuna.Study | None, list[str]]:
         path = Path(database).expanduser()
     if path is not None and not path.is_file():
         return None, []
-    if backend in ("postgresql", "mysql"):
+    if backend in ("sqlite", "postgresql", "mysql"):  # Optuna would create its tables
         import sqlalchemy.pool
 
-        check_storage_reachable(url)
+        if backend != "sqlite":
+            check_storage_reachable(url)
         engine = sqlalchemy.create_engine(
             normalize_storage_url(url),
             poolclass=sqlalchemy.pool.NullPool,

@@ -81,6 +81,7 @@ __all__ = [
     "SamplerConfig",
     "StudyConfig",
     "StudyError",
+    "check_stored_objectives",
     "load_study_config",
     "make_pruner",
     "study_data_dir",
@@ -244,6 +245,32 @@ class StudyConfig:
         """Sample ``trial``'s values and the config they give (base config + values)."""
         values = self.space.sample(trial, base=self.base_config)
         return values, self.space.apply(self.base_config, values)
+
+
+def check_stored_objectives(study: optuna.Study, config: StudyConfig) -> None:
+    """Refuse a study file whose directions or objective metrics differ from the stored
+    study's: Optuna would keep optimising the stored directions without a word (issue 12).
+
+    A stored study without metric names (e.g. made by another tool) passes on its directions.
+
+    Raises:
+        StudyError: One line naming the file, the key, the stored and the asked values.
+    """
+    where = str(config.path) if config.path is not None else config.name
+    stored = [d.name.lower() for d in study.directions]
+    if stored != list(config.directions):
+        key = "direction" if len(config.directions) == 1 else "directions"
+        raise StudyError(
+            f"{where}: {key}: the stored study {study.study_name!r} optimises {stored}, the file "
+            f"asks {list(config.directions)}; valid: {stored}, or a new study name"
+        )
+    names = study.metric_names
+    if names is not None and list(names) != list(config.metrics):
+        raise StudyError(
+            f"{where}: objective.metrics: the stored study {study.study_name!r} recorded "
+            f"{list(names)}, the file asks {list(config.metrics)}; valid: {list(names)}, or a "
+            "new study name"
+        )
 
 
 # --------------------------------------------------------------------------------------------
