@@ -144,6 +144,7 @@ CASES: dict[str, Build] = {
     # ---------------------------------------------------------------- study files
     "study: unknown key": lambda e: _run(e.study(n_trails=3)),
     "study: name with a space": lambda e: _run(e.study(name="my study")),
+    "study: name leaving artifacts/": lambda e: _run(e.study(name="..")),
     "study: description not text": lambda e: _run(e.study(description=[1])),
     "study: unknown direction": lambda e: _run(e.study(direction="up")),
     "study: empty directions": lambda e: _run(e.study(directions=[])),

@@ -292,6 +292,16 @@ def test_forms_optuna_cannot_sample_are_rejected(impl, override):
         impl.parse_sweep_space([override])
 
 
+@pytest.mark.parametrize("name", ["../evil", ".hidden", "a/b", "a..b"])
+def test_a_study_name_the_cli_would_refuse_is_refused_by_the_sweeper(impl, name):
+    with pytest.raises(ValueError, match=r"hydra.sweeper.study_name: got .* valid: a letter"):
+        impl.SweeperImpl(
+            sampler=None, direction="maximize", storage=None, study_name=name, n_trials=1,
+            n_jobs=1, max_failure_rate=0.0, search_space=None, params=None,
+            custom_search_space=None, pruner=None,
+        )
+
+
 # choices as written in an override; Hydra reads each as a string with , ' = \ or spaces
 NASTY_CHOICES = ["'a,b'", r"'it\'s'", "'k=v'", "'a b'", "'null'", "'true'", "'1'", "'[1]'",
                  r"'x\y'", r"'end\\'", r"'q\\\'q'", "' pad '", "'(p)'", "'{c}'", "plain"]

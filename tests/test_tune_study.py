@@ -258,6 +258,15 @@ BAD_STUDIES = [
 ]
 
 
+@pytest.mark.parametrize(
+    "name", ["..", "../evil", "a/b", ".hidden", "a..b", "x" * 129, "my study", "-dash"]
+)
+def test_a_study_name_is_a_plain_file_name(tmp_path, name):
+    """Names become artifact folders and database files: none may leave its folder."""
+    message = study_error(tmp_path, MINIMAL.replace("name: tiny", f"name: {name!r}"))
+    assert f"name: got {name!r}; valid: a letter or digit" in message and "no '..'" in message
+
+
 @pytest.mark.parametrize(("extra", "expected"), BAD_STUDIES)
 def test_bad_study_is_a_one_line_error_naming_file_and_key(tmp_path, extra, expected):
     message = study_error(tmp_path, MINIMAL + extra + "\n")

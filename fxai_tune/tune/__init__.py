@@ -54,6 +54,7 @@ from fxai_tune.tune._storage import (
 from fxai_tune.tune._study import (
     StudyConfig,
     StudyError,
+    check_study_name,
     load_study_config,
     make_pruner,
     make_sampler,
@@ -79,6 +80,7 @@ __all__ = [
     "check_existing_study",
     "check_storage_for_workers",
     "check_storage_reachable",
+    "check_study_name",
     "check_unshaped_objective",
     "copy_studies",
     "count_trials",

@@ -2,7 +2,7 @@
 
 A study file (``studies/<name>.yaml``)::
 
-    name: demo                          # default: the file's stem; [A-Za-z0-9_.-]
+    name: demo                          # default: the file's stem; [A-Za-z0-9][A-Za-z0-9_.-]*
     description: CPU demo               # free text (optional)
     base_config: configs/demo_base.yaml # TrainConfig YAML, relative to this file ...
     # base: {ppo: {n_envs: 8}}          # ... or an inline mapping (not both; neither = defaults)
@@ -82,6 +82,7 @@ __all__ = [
     "StudyConfig",
     "StudyError",
     "check_stored_objectives",
+    "check_study_name",
     "load_study_config",
     "make_pruner",
     "study_data_dir",
@@ -112,7 +113,14 @@ _SINGLE_OBJECTIVE = ("cmaes",)
 _SAME_SEED_EVERYWHERE = ("qmc",)
 # Constructor arguments that take Python objects (callables, samplers, trials) are not options.
 _OBJECT_ARGUMENT = re.compile(r"Callable|Sampler|Base[A-Z]|FrozenTrial|Study")
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# a study name becomes a folder (artifacts/<name>) and a file name (<name>.db): no '..', no
+# path separator, no leading dot (issue 12)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+NAME_MAX_LENGTH = 128
+NAME_RULE = (
+    f"a letter or digit, then letters, digits, '_', '.' or '-' (no '..'), at most "
+    f"{NAME_MAX_LENGTH} characters"
+)
 
 _KEYS = (
     "name",
@@ -142,6 +150,22 @@ _KEYS = (
 
 class StudyError(ValueError):
     """A study file that cannot be used; the message is one line naming file and key."""
+
+
+def check_study_name(name: Any) -> str:
+    """``name`` if it is a valid study name (`NAME_RULE`), which the CLI and Hydra share.
+
+    Raises:
+        StudyError: ``got NAME; valid: RULE``.
+    """
+    if (
+        not isinstance(name, str)
+        or len(name) > NAME_MAX_LENGTH
+        or not _NAME.fullmatch(name)
+        or ".." in name
+    ):
+        raise StudyError(f"got {name!r}; valid: {NAME_RULE}")
+    return name
 
 
 @dataclasses.dataclass
@@ -501,8 +525,10 @@ class _StudyParser:
         if unknown:
             raise self.fail(str(unknown[0]), f"unknown key; valid: {list(_KEYS)}")
         name = data.get("name", self.path.stem)
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise self.fail("name", f"got {name!r}; valid: letters, digits, '_', '.', '-'")
+        try:
+            check_study_name(name)
+        except StudyError as error:
+            raise self.fail("name", str(error)) from None
         description = data.get("description") or ""
         if not isinstance(description, str):
             raise self.fail("description", f"expected text, got {description!r}")

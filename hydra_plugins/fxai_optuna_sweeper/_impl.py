@@ -393,6 +393,13 @@ class SweeperImpl:
             raise ValueError(
                 f"hydra.sweeper.max_failure_rate must be in [0, 1], got {max_failure_rate=}"
             )
+        if study_name is not None:  # the CLI's rule: names become folders and file names
+            from fxai_tune.tune import check_study_name
+
+            try:
+                check_study_name(study_name)
+            except ValueError as error:
+                raise ValueError(f"hydra.sweeper.study_name: {error}") from None
         self.sampler_config = sampler
         self.directions = self._directions(direction)
         self.storage_url = storage
