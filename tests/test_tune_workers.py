@@ -157,6 +157,33 @@ def test_dashboard_serves_the_study_on_loopback(tmp_path):
         server.wait(timeout=30)
 
 
+@pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("127.0.0.1", False)])
+def test_dashboard_warns_in_one_line_when_it_binds_beyond_loopback(
+    tmp_path, monkeypatch, host, warned
+):
+    """Its endpoints delete studies and serve checkpoints to anyone (server not started)."""
+    import optuna_dashboard
+    from typer.testing import CliRunner
+
+    from fxai_tune.cli.main import app
+
+    path = write_tiny_study(tmp_path, "dashwarn", n_trials=1)
+    open_study(load_study_config(path))
+    served = []
+    monkeypatch.setattr(optuna_dashboard, "run_server", lambda *a, **k: served.append(k))
+    result = CliRunner().invoke(
+        app, ["dashboard", "--study", str(path), "--host", host, "--port", str(_free_port())]
+    )
+    assert result.exit_code == 0, result.output
+    assert served and served[0]["host"] == host
+    warnings = [line for line in result.output.splitlines() if "warning" in line]
+    if warned:
+        assert len(warnings) == 1 and f"binding {host}" in warnings[0], result.output
+        assert "unauthenticated" in warnings[0] and "delete studies" in warnings[0]
+    else:
+        assert warnings == [], result.output
+
+
 @pytest.mark.slow
 def test_pruning_works_under_ddp_with_rdb_storage(tmp_path):
     """Two spawned CPU ranks: rank 0 reports once per validation, both stop, trial PRUNED."""

@@ -797,6 +797,19 @@ def _check_output(output: Path) -> None:
         )
 
 
+def _warn_if_exposed(host: str, what: str, reach: str) -> None:
+    """One warning line when a server without authentication binds beyond this machine."""
+    from fxai_tune.tune._grpc import is_loopback
+
+    if not is_loopback(host):
+        err_console.print(
+            f"[bold yellow]warning:[/] binding {host}: {what}; anyone who reaches this port can "
+            f"{reach}. Keep it on a private network (or bind 127.0.0.1 and tunnel).",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 @app.command()
 def dashboard(
     study: ReadStudyOption = None,
@@ -833,6 +846,10 @@ def dashboard(
     if artifact_dir is not None and artifact_dir.is_dir():
         store = FileSystemArtifactStore(str(artifact_dir))
     shown = f"artifacts in {artifact_dir}" if store is not None else "no artifacts"
+    _warn_if_exposed(
+        host, "the dashboard's endpoints are unauthenticated",
+        "delete studies and trials and download every checkpoint and artifact",
+    )
     console.print(
         f"optuna-dashboard for {mask_password(url)} on http://{host}:{port}/ ({shown})",
         highlight=False,
@@ -884,7 +901,7 @@ def storage_proxy(
 ) -> None:
     """Serve a storage to workers through Optuna's gRPC proxy (workers: --storage grpc://H:P)."""
     from fxai_tune.tune import StorageError, check_storage_reachable, mask_password
-    from fxai_tune.tune._grpc import is_loopback, serve_proxy
+    from fxai_tune.tune._grpc import serve_proxy
     from fxai_tune.tune._storage import storage_backend
 
     for name, value in (("--port", port), ("--lock-port", lock_port)):
@@ -902,14 +919,9 @@ def storage_proxy(
         check_storage_reachable(storage)
     except StorageError as error:
         raise fail(f"--storage: {mask_password(str(error))}") from None
-    if not is_loopback(host):
-        err_console.print(
-            f"[bold yellow]warning:[/] binding {host}: the proxy has no authentication or TLS; "
-            "anyone who reaches this port can read and change every study. Keep it on a private "
-            "network (or bind 127.0.0.1 and tunnel).",
-            highlight=False,
-            soft_wrap=True,
-        )
+    _warn_if_exposed(
+        host, "the proxy has no authentication or TLS", "read and change every study"
+    )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         serve_proxy(storage, host=host, port=port, lock_port=lock_port)
