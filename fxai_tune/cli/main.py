@@ -574,6 +574,8 @@ def _cap_reached(config, storage: str | None, n_trials: int | None) -> bool:  # 
     if stored is None:
         return False
     cap = n_trials if n_trials is not None else config.n_trials
+    if cap is None:  # a timeout-only study has no cap to reach
+        return False
     counts = count_trials(stored.get_trials(deepcopy=False))
     if counts.running or counts.waiting or counts.finished < cap:
         return False
