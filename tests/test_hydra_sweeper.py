@@ -13,6 +13,7 @@ import pytest
 import yaml
 from _tune_fixtures import POSTGRES_URL, unique_name
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 REPO = Path(__file__).resolve().parents[1]
@@ -492,6 +493,75 @@ def test_concurrent_sweeps_on_postgresql_stop_at_exactly_n_trials(toy, tmp_path)
         bests = [_results(tmp_path / f"sweep{k}")["best_value"] for k in range(2)]
         assert study.best_value in bests
         assert set(bests) <= {t.value for t in study.trials}
+    finally:
+        try:
+            optuna.delete_study(study_name=name, storage=storage)
+        except KeyError:
+            pass
+
+
+# -- secrets -----------------------------------------------------------------------------------
+
+SECRET = "s3cret-in-url"
+
+
+def _hydra_node(storage: object, overrides: list[str]) -> DictConfig:
+    return OmegaConf.create(
+        {"hydra": {"sweeper": {"storage": storage}, "overrides": {"hydra": overrides}}}
+    )
+
+
+def test_a_storage_password_is_kept_out_of_the_job_configs_by_reference(impl, monkeypatch):
+    """From an override or from a config file: the jobs' config names the variable."""
+    from fxai_tune import STORAGE_ENV
+
+    monkeypatch.setenv(STORAGE_ENV, "restored after the test")
+    url = f"postgresql://bob:{SECRET}@db:5432/optuna"
+    reference = "${oc.env:FXAI_TUNE_STORAGE}"
+    for overrides, expected in [
+        ([f"hydra.sweeper.storage={url}", "hydra/sweeper=fxai_optuna"],
+         [f"hydra.sweeper.storage={reference}", "hydra/sweeper=fxai_optuna"]),
+        (["hydra/sweeper=fxai_optuna"],  # the URL came from a config file
+         ["hydra/sweeper=fxai_optuna", f"hydra.sweeper.storage={reference}"]),
+    ]:
+        config = _hydra_node(url, overrides)
+        impl._storage_by_reference(config)
+        assert os.environ[STORAGE_ENV] == url
+        assert OmegaConf.to_yaml(config).count(SECRET) == 0
+        assert OmegaConf.to_container(config.hydra.overrides.hydra) == expected  # unresolved
+        assert config.hydra.sweeper.storage == url  # resolves to the URL in this process
+    for untouched in ["postgresql://bob@db/optuna", reference]:  # no password; a reference
+        config = _hydra_node(untouched, [f"hydra.sweeper.storage={untouched}"])
+        impl._storage_by_reference(config)
+        assert OmegaConf.to_yaml(config) == OmegaConf.to_yaml(
+            _hydra_node(untouched, [f"hydra.sweeper.storage={untouched}"]))
+
+
+@pytest.mark.slow
+def test_a_storage_password_never_lands_in_the_files_hydra_writes(toy, tmp_path):
+    from sqlalchemy.engine import make_url
+
+    from fxai_tune.tune import normalize_storage_url
+
+    try:  # the test server trusts local connections: any password is accepted
+        storage = normalize_storage_url(POSTGRES_URL)
+        optuna.storages.RDBStorage(storage)
+    except Exception as error:  # noqa: BLE001 - any connection problem
+        if "FXAI_TEST_POSTGRES_URL" in os.environ:
+            raise
+        pytest.skip(f"PostgreSQL not reachable: {error}")
+    url = make_url(POSTGRES_URL).set(password=SECRET).render_as_string(hide_password=False)
+    name = unique_name("hydra_secret")
+    try:
+        toy(*SWEEPER, "hydra.sweeper.n_trials=2", "hydra.sweeper.direction=maximize",
+            f"hydra.sweeper.storage={url}", f"hydra.sweeper.study_name={name}",
+            "x=interval(0, 4)")
+        assert len(optuna.load_study(study_name=name, storage=storage).trials) == 2
+        written = [p for p in (tmp_path / "sweep").rglob("*") if p.is_file()]
+        assert len([p for p in written if p.name == "hydra.yaml"]) == 2
+        assert [str(p) for p in written if SECRET in p.read_text()] == []
+        job = yaml.safe_load((tmp_path / "sweep" / "0" / ".hydra" / "hydra.yaml").read_text())
+        assert job["hydra"]["sweeper"]["storage"] == "${oc.env:FXAI_TUNE_STORAGE}"
     finally:
         try:
             optuna.delete_study(study_name=name, storage=storage)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import re
 import sys
 from collections.abc import Callable, Mapping, MutableSequence, Sequence
@@ -51,7 +52,7 @@ from hydra.errors import HydraException
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method, instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -357,6 +358,38 @@ def _mask(url: str) -> str:
     return mask_password(url)
 
 
+_STORAGE_OVERRIDE = re.compile(r"^([+~]*hydra\.sweeper\.storage)=.*", re.DOTALL)
+
+
+def _storage_by_reference(config: DictConfig) -> None:
+    """Make every job config name the storage as ``${oc.env:FXAI_TUNE_STORAGE}``, not the URL.
+
+    Hydra writes each job's ``.hydra/hydra.yaml`` unresolved, with the sweep's overrides, and
+    rebuilds the job config from those overrides: a URL with a password put there would be
+    written once per job. The URL goes into the environment of this process (which launchers
+    pass on to their jobs) and the config keeps the reference (issue 12). A storage given as
+    an interpolation already (the documented ``${oc.env:FXAI_TUNE_STORAGE}``) is left alone.
+    """
+    from fxai_tune import STORAGE_ENV
+    from fxai_tune.tune import mask_password
+
+    sweeper = config.hydra.sweeper
+    if OmegaConf.is_interpolation(sweeper, "storage"):
+        return
+    url = sweeper.get("storage")
+    if not isinstance(url, str) or mask_password(url) == url:
+        return  # no password: nothing to hide
+    os.environ[STORAGE_ENV] = url
+    reference = f"${{oc.env:{STORAGE_ENV}}}"
+    overrides = [str(o) for o in config.hydra.overrides.hydra]
+    replaced = [_STORAGE_OVERRIDE.sub(rf"\1={reference}", o, count=1) for o in overrides]
+    if replaced == overrides:  # set in a config file: override it for the jobs
+        replaced.append(f"hydra.sweeper.storage={reference}")
+    with read_write(config), open_dict(config):
+        sweeper.storage = reference
+        config.hydra.overrides.hydra = replaced
+
+
 class SweepStopped(RuntimeError):
     """The sweep stopped because too many of its jobs failed."""
 
@@ -437,6 +470,7 @@ class SweeperImpl:
         from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 
         self.config = config
+        _storage_by_reference(config)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )

@@ -253,9 +253,11 @@ class FxaiOptunaSweeperConf:
     a list of floats)."""
     storage: str | None = None
     """Storage URL (``sqlite:///x.db``, ``postgresql://...``, ``journal:///x.log``); None keeps
-    the study in memory."""
+    the study in memory. With a password: ``${oc.env:FXAI_TUNE_STORAGE}`` (a literal one is
+    swapped for that reference so that no job's ``.hydra/*.yaml`` holds it; docs/hydra.md)."""
     study_name: str | None = None
-    """Name of the study; several sweep processes with one storage and name share the study."""
+    """Name of the study; several sweep processes with one storage and name share the study.
+    The CLI's rule: a letter or digit, then letters, digits, ``_ . -``, no ``..``."""
     n_trials: int = 20
     """Trial cap of the whole study (all sweep processes together, earlier runs included)."""
     n_jobs: int = 1
