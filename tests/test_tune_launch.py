@@ -67,6 +67,7 @@ def test_a_worker_given_the_url_only_by_the_environment_opens_that_study(tmp_pat
 def test_workers_run_the_parents_interpreter_and_import_path(tmp_path, fake_popen):
     worker = _launch_two(tmp_path)[0]
     assert worker.process.command[:3] == [sys.executable, "-P", "-m"]
+    assert worker.process.env["PYTHONSAFEPATH"] == "1"  # the worker's own children (DDP ranks)
     entries = worker.process.env["PYTHONPATH"].split(os.pathsep)
     assert entries == list(dict.fromkeys(os.path.abspath(p) if p else os.getcwd()
                                          for p in sys.path))
@@ -83,6 +84,11 @@ def test_a_fxai_tune_folder_in_the_working_directory_is_not_imported_by_workers(
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+    grandchild = subprocess.run(  # as Lightning starts a DDP rank: python -m, no -P
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert grandchild.stdout == result.stdout, grandchild.stderr
     import fxai_tune
 
     assert Path(result.stdout.strip()) == Path(fxai_tune.__file__)

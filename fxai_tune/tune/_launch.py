@@ -61,11 +61,14 @@ def plan_devices(workers: int, devices: list[str] | None) -> list[str]:
 def python_command() -> tuple[list[str], dict[str, str]]:
     """The parent's interpreter and environment for a child that imports what the parent does.
 
-    ``-P`` keeps the working directory off the child's ``sys.path``; ``PYTHONPATH`` carries
-    the parent's ``sys.path`` (an empty entry, the working directory, made absolute).
+    ``-P`` keeps the working directory off the child's ``sys.path`` (``PYTHONSAFEPATH`` does
+    so for the child's own children too, such as Lightning's DDP ranks); ``PYTHONPATH``
+    carries the parent's ``sys.path`` (an empty entry, the working directory, made absolute).
     """
     entries = [os.path.abspath(entry) if entry else os.getcwd() for entry in sys.path]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(dict.fromkeys(entries)))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(dict.fromkeys(entries)), PYTHONSAFEPATH="1"
+    )
     return [sys.executable, "-P"], env
 
 
