@@ -271,7 +271,8 @@ def bench_validation(directory: Path) -> None:
     at batch 1 (baseline: the previous validation) against 10 windows in one batch."""
     from fxai_tune.rl import load_train_config, train
 
-    base = Path(__file__).resolve().parents[1] / "studies" / "configs" / "demo_base.yaml"
+    base = (Path(__file__).resolve().parents[1] / "fxai_tune" / "studies" / "configs"
+            / "demo_base.yaml")
     print("validation share of a demo trial (8192 env steps, 8 validations):")
     for label, windows in (("baseline: 1 window, batch 1", 1), ("batched: 10 windows", 10)):
         config = load_train_config(base, [
