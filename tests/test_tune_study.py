@@ -457,7 +457,9 @@ def test_mysql_round_trip():
     round_trip(url, heartbeat_interval=10, grace_period=30)
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "fxai_tune" / "studies").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "fxai_tune" / "studies").glob("*.yaml")), ids=lambda p: p.stem
+)
 def test_every_shipped_study_validates(path):
     study = load_study_config(path)
     assert study.name == path.stem and study.n_trials >= 1

@@ -177,8 +177,8 @@ def find_named_file(
     """Resolve a bare name to ``<folder>/<name>.yaml``, or check that a path exists.
 
     A bare name (no slash, no ``.yaml``/``.yml`` suffix) is looked up in ``./<folder>``, then in
-    ``extra_dirs``, then in ``<folder>`` of the installed package (the shipped files). A relative path is taken
-    relative to ``relative_to`` (when given) or the current directory.
+    ``extra_dirs``, then in ``<folder>`` of the installed package (the shipped files). A
+    relative path is taken relative to ``relative_to`` (when given) or the current directory.
     """
     text = os.fspath(name_or_path)
     path = Path(text).expanduser()
