@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from typing_extensions import override
 
 from fxai_tune.model import dropout_seeds
 from fxai_tune.rl._buffer import (
@@ -44,6 +45,8 @@ _EVAL_CHUNK = 4096
 # Added to a transition's seed for the final observation of the episode it ended, which is
 # valued (for the truncation bootstrap) but never stored: its own masks, no collision.
 _FINAL_OBS_SEED_OFFSET = 1 << 48
+# Added once per DDP rank to its transitions' dropout seeds: each rank its own masks.
+_RANK_SEED_OFFSET = 1 << 40
 
 
 class _MinibatchStream:
@@ -95,6 +98,7 @@ class RLDataModule(pl.LightningDataModule):
         self.shuffle_generator = torch.Generator().manual_seed(config.seed + 1)
         obs, _ = self.env.reset(seed=config.seed)
         self._last_obs: Observation = to_tensor(obs, self.device)
+        self.rank = 0  # DDP rank, set in `setup`
         self._staging = ObservationStaging(self.observation_space, config.ppo.n_envs, self.device)
         self._host_log_probs: torch.Tensor | None = None
         self.env_steps = 0
@@ -109,8 +113,11 @@ class RLDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ device
     def to_device(self, device: torch.device) -> None:
         """Move the rollout storage to the policy's device (once, at fit start)."""
-        if device == self.device:
-            return
+        if device != self.device:
+            self._allocate(device)
+
+    def _allocate(self, device: torch.device) -> None:
+        """Fresh rollout storage on ``device``."""
         self.device = device
         self.buffer = RolloutBuffer(
             self.observation_space,
@@ -158,7 +165,7 @@ class RLDataModule(pl.LightningDataModule):
         # once, batched, after the rollout
         values_per_step = getattr(policy, "shares_trunk", False)
         n_steps, n_envs = buffer.n_steps, buffer.n_envs
-        first_seed = self.env_steps
+        first_seed = self._first_dropout_seed()
         # every transition's dropout seed, its global index: unique over the run
         buffer.seeds.copy_(
             torch.arange(first_seed, first_seed + buffer.size, device=self.device).view(
@@ -223,7 +230,7 @@ class RLDataModule(pl.LightningDataModule):
             values = _chunked_values(policy, flat_obs, buffer.seeds.reshape(-1))
         # the observation after the last step opens the next rollout: value it with the seed
         # it will have there
-        with dropout_seeds(self._dropout_seeds(self.env_steps, 0)):
+        with dropout_seeds(self._dropout_seeds(self._first_dropout_seed(), 0)):
             last_values = policy.value(self._last_obs).float()
         # final observations of ended episodes: one batched pass, each with a seed of its own
         final_values = None
@@ -252,8 +259,12 @@ class RLDataModule(pl.LightningDataModule):
             return tensor
         return self.trainer.strategy.reduce(tensor, reduce_op="sum")
 
+    def _first_dropout_seed(self) -> int:
+        """Dropout seed of the next transition: its global index, offset per DDP rank."""
+        return self.env_steps + self.rank * _RANK_SEED_OFFSET
+
     def _dropout_seeds(self, first_seed: int, step: int) -> torch.Tensor:
-        """Seeds of step ``step`` of the rollout starting at env step ``first_seed``: the
+        """Seeds of step ``step`` of the rollout whose first seed is ``first_seed``: the
         global transition index, unique over the run (and the same after a resume)."""
         start = first_seed + step * self.buffer.n_envs
         return torch.arange(start, start + self.buffer.n_envs, device=self.device)
@@ -350,7 +361,32 @@ class RLDataModule(pl.LightningDataModule):
             periods_per_year=None if self.data is None else self.data.periods_per_year,
         )
 
+    # ------------------------------------------------------------------ DDP ranks
+    def _seed_rank(self, *entropy: int) -> None:
+        """Action sampling, shuffling and env episodes of this rank from ``entropy``."""
+        sample, shuffle, env = (int(s) for s in np.random.SeedSequence(entropy).generate_state(3))
+        self.generator.manual_seed(sample)
+        self.shuffle_generator.manual_seed(shuffle)
+        obs, _ = self.env.reset(seed=env)
+        self._last_obs = to_tensor(obs, self.device)
+
     # ------------------------------------------------------------------ Lightning hooks
+    @override
+    def setup(self, stage: str) -> None:
+        # Under DDP every rank builds (or unpickles) the same datamodule: without seeds of
+        # its own, N ranks would collect N copies of one rollout. Rank 0 keeps the run's
+        # seed (what one device collects); rank r > 0 seeds from (seed, r).
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1 or stage != "fit":
+            return
+        # ddp_spawn hands each rank this module's tensors in shared memory: without storage
+        # of its own, every rank would write its rollout into one buffer
+        self._allocate(self.device)
+        self._last_obs = _clone(self._last_obs)
+        self.rank = int(trainer.global_rank)
+        if self.rank > 0:
+            self._seed_rank(self.config.seed, self.rank)
+
     def train_dataloader(self) -> _MinibatchStream:
         return _MinibatchStream(self)
 
@@ -392,6 +428,10 @@ class RLDataModule(pl.LightningDataModule):
             seed = int(sequence.generate_state(1)[0])
             obs, _ = self.env.reset(seed=seed)
             self._last_obs = to_tensor(obs, self.device)
+        if self.rank > 0:
+            # the checkpoint holds rank 0's streams and envs: this rank continues with its
+            # own, seeded by the run, the rank and the progress (fresh episodes)
+            self._seed_rank(self.config.seed, self.rank, self.env_steps)
 
     def teardown(self, stage: str) -> None:
         self.env.close()

@@ -199,7 +199,9 @@ class PPOLightningModule(pl.LightningModule):
         self._n_minibatches += 1
         # the one sync a minibatch may need, only with target_kl: the stop must be decided
         # before this step
-        if self.ppo.target_kl is not None and stats["approx_kl"] > 1.5 * self.ppo.target_kl:
+        if self.ppo.target_kl is not None and self._max_kl(stats["approx_kl"]) > (
+            1.5 * self.ppo.target_kl
+        ):
             # early stop before the step that would move the policy further past the limit
             # (stable-baselines3): neither this minibatch nor any later one is applied
             datamodule.stop_update = True
@@ -211,6 +213,14 @@ class PPOLightningModule(pl.LightningModule):
         # clips them, then steps (GradScaler skips a step with non-finite gradients)
         optimizer.step()
         self._n_steps += 1
+
+    def _max_kl(self, approx_kl: torch.Tensor) -> torch.Tensor:
+        """The largest ``approx_kl`` over DDP ranks: the target-KL stop is one decision, so
+        every rank runs the same backward passes (a rank stopping alone would leave the
+        others waiting in the gradient all-reduce)."""
+        if self.trainer.world_size == 1:
+            return approx_kl
+        return self.trainer.strategy.reduce(approx_kl.detach().clone(), reduce_op="max")
 
     @override
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

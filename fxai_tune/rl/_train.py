@@ -208,6 +208,10 @@ def train(
         ckpt_path=str(ckpt_path) if ckpt_path is not None else None,
         weights_only=True if ckpt_path is not None else None,
     )
+    last = run.checkpoint.dirpath and Path(run.checkpoint.dirpath) / "last.ckpt"
+    if checkpointing and not run.checkpoint.last_model_path and last and last.is_file():
+        # ddp_spawn hands only best_model_path back to this process; last.ckpt has a fixed name
+        run.checkpoint.last_model_path = str(last)
     return run
 
 

@@ -15,6 +15,7 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
 from fxai_tune.rl import ConfigError, TrainConfig, config_to_dict
+from fxai_tune.tune._ranks import spawns_ranks
 from fxai_tune.tune._scoring import score_trial
 from fxai_tune.tune._study import StudyConfig
 
@@ -65,8 +66,8 @@ class TrialObjective:
         """Sample this trial's parameters into the study's base config."""
         values = self.study.space.sample(trial)
         config = self.study.space.apply(self.study.base_config, values)
-        # one device per worker, unless the study trains each trial with DDP itself
-        ddp = config.trainer.strategy.startswith("ddp")
+        # one device per worker, unless the study trains each trial with ddp_spawn itself
+        ddp = spawns_ranks(config.trainer.strategy)
         trainer = dataclasses.replace(
             config.trainer,
             accelerator=self.accelerator,

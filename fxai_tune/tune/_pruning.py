@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import optuna
@@ -27,20 +28,44 @@ def pruned_in_subprocess(error: BaseException) -> bool:
 
 class ValidationHistory(Callback):
     """Keeps every validation's metrics (``pl_module.last_val_metrics``), its `Evaluation`
-    (per-bar record) and the env steps at that point, in order."""
+    (per-bar record) and the env steps at that point, in order.
+
+    Under ``ddp_spawn`` the trial's process keeps the history: `relayed` gives the copy that
+    the spawned ranks run, whose rank 0 sends each validation back.
+    """
 
     def __init__(self) -> None:
         self.history: list[dict[str, float]] = []
         self.evaluations: list[Any] = []
         self.env_steps: list[int] = []
+        self._relay: Any = None  # (relay, name) in a spawned rank's copy
+
+    def relayed(self, relay: Any, name: str) -> ValidationHistory:
+        """The copy for spawned ranks: it records into this object through ``relay``."""
+        stand_in = copy.copy(self)
+        stand_in._relay = (relay, name)
+        return stand_in
+
+    def record(self, metrics: dict[str, float], evaluation: Any, env_steps: int) -> None:
+        """Append one validation."""
+        self.history.append(metrics)
+        self.evaluations.append(evaluation)
+        self.env_steps.append(env_steps)
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        self.history.append(dict(pl_module.last_val_metrics))
-        self.evaluations.append(getattr(pl_module, "last_evaluation", None))
-        self.env_steps.append(int(trainer.datamodule.env_steps))
+        row = (
+            dict(pl_module.last_val_metrics),
+            getattr(pl_module, "last_evaluation", None),
+            int(trainer.datamodule.env_steps),
+        )
+        if self._relay is None:
+            self.record(*row)
+        elif trainer.is_global_zero:  # every rank validated the same weights
+            relay, name = self._relay
+            relay.call(name, "record", *row)
 
 
 class OptunaPruningCallback(Callback):
@@ -48,8 +73,9 @@ class OptunaPruningCallback(Callback):
 
     The step reported is the validation index (0, 1, 2 ...) or, with ``step="timesteps"``,
     the env steps so far; either way several validations never share a step. Lightning's
-    sanity check is skipped. Under DDP only rank 0 talks to the storage; its decision is
-    broadcast so every rank stops together.
+    sanity check is skipped. Under DDP only rank 0 talks to the trial; its decision is
+    broadcast so every rank stops together. Under ``ddp_spawn`` the trial stays in its own
+    process: `relayed` gives the copy the spawned ranks run, which asks it there.
 
     Args:
         trial: The trial being trained.
@@ -70,6 +96,19 @@ class OptunaPruningCallback(Callback):
         self.monitor = monitor
         self.step = step
         self.validations = 0
+        self._relay: Any = None  # (relay, name) in a spawned rank's copy
+
+    def relayed(self, relay: Any, name: str) -> OptunaPruningCallback:
+        """The copy for spawned ranks: it reports through ``relay`` (without the trial)."""
+        stand_in = copy.copy(self)
+        stand_in.trial = None  # type: ignore[assignment] - an optuna.Trial does not pickle
+        stand_in._relay = (relay, name)
+        return stand_in
+
+    def report(self, value: float, step: int) -> bool:
+        """Report ``value`` at ``step`` to the trial; whether its pruner stops it."""
+        self.trial.report(value, step=step)
+        return self.trial.should_prune()
 
     @property
     def state_key(self) -> str:
@@ -89,8 +128,11 @@ class OptunaPruningCallback(Callback):
         self.validations += 1
         should_prune = False
         if trainer.is_global_zero:
-            self.trial.report(float(value), step=int(step))
-            should_prune = self.trial.should_prune()
+            if self._relay is None:
+                should_prune = self.report(float(value), int(step))
+            else:
+                relay, name = self._relay
+                should_prune = relay.call(name, "report", float(value), int(step))
         should_prune = trainer.strategy.broadcast(should_prune)
         if should_prune:
             raise optuna.TrialPruned(

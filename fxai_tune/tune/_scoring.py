@@ -41,6 +41,7 @@ from fxai_tune.tune._pruning import (
     ValidationHistory,
     pruned_in_subprocess,
 )
+from fxai_tune.tune._ranks import TrialRelay, spawns_ranks, trial_trainer
 
 __all__ = [
     "DIRECTIONS",
@@ -243,6 +244,8 @@ def score_trial(
         optuna.TrialPruned: When the pruner stops the trial (its artifacts are uploaded).
     """
     record = trial.set_user_attr if trial is not None else (lambda key, value: None)
+    if trial is not None:  # refuses ddp (docs/tuning.md, "Trials on several devices")
+        config = dataclasses.replace(config, trainer=trial_trainer(config.trainer))
     seeds = [config.seed + k for k in range(seeds_per_trial)]
     record("seeds", seeds)
     scores = np.full((len(seeds), objective.folds, len(objective.metrics)), np.nan)
@@ -294,7 +297,15 @@ def score_trial(
 
 def _train(config: TrainConfig, callbacks: list[Any], kwargs: dict[str, Any]) -> Any:
     try:
-        return train(config, extra_callbacks=callbacks, **kwargs)
+        if not spawns_ranks(config.trainer.strategy):
+            return train(config, extra_callbacks=callbacks, **kwargs)
+        # ddp_spawn: the ranks' copies of the trial's callbacks call the originals here
+        with TrialRelay({str(i): c for i, c in enumerate(callbacks)}) as relay:
+            stand_ins = [
+                c.relayed(relay, str(i)) if hasattr(c, "relayed") else c
+                for i, c in enumerate(callbacks)
+            ]
+            return train(config, extra_callbacks=stand_ins, **kwargs)
     except optuna.TrialPruned:
         raise
     except Exception as error:
