@@ -307,6 +307,10 @@ CASES: dict[str, Build] = {
     "config: accelerator tpu": lambda e: _run(e.base(trainer__accelerator="tpu")),
     "config: unknown accelerator": lambda e: _run(e.base(trainer__accelerator="quantum")),
     "config: zero torch_threads": lambda e: _run(e.base(trainer__torch_threads=0)),
+    "config: ddp strategy in a trial": lambda e: _run(
+        e.base(trainer__strategy="ddp", trainer__devices="2")),
+    "config: fsdp strategy in a worker's trial": lambda e: _worker(
+        e.base(trainer__strategy="fsdp", trainer__devices="2")),
     "config: devices text": lambda e: _run(e.base(trainer__devices="two")),
     "config: unknown precision": lambda e: _run(e.base(trainer__precision="8-bit")),
     "config: gamma above 1": lambda e: _run(e.base(ppo__gamma=2.0)),

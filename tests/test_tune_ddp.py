@@ -3,17 +3,35 @@ seeds and one target-KL decision for all ranks. Two CPU ranks over gloo."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
+import optuna
 import pytest
+import torch
 import yaml
 from _ddp_fixtures import RankProbe
+from _rl_fixtures import tiny_fx_config
 from _tune_fixtures import write_tiny_study
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
-from fxai_tune.tune import _objective, load_study_config, open_study, run_worker
+from fxai_tune.rl import RLDataModule
+from fxai_tune.tune import (
+    ObjectiveSpec,
+    _objective,
+    check_trial_strategy,
+    load_study_config,
+    open_study,
+    run_worker,
+    score_trial,
+)
+from fxai_tune.tune._ranks import trial_trainer
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _ddp_study(tmp_path, strategy: str, **ppo):
@@ -27,7 +45,7 @@ def _ddp_study(tmp_path, strategy: str, **ppo):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)  # a rank left alone in a collective would wait forever
+@pytest.mark.timeout(240)  # a rank left alone in a collective would wait forever
 def test_a_ddp_spawn_trial_on_two_ranks_is_one_trial_with_rank_seeds_and_one_kl_stop(
     tmp_path, monkeypatch
 ):
@@ -56,3 +74,76 @@ def test_a_ddp_spawn_trial_on_two_ranks_is_one_trial_with_rank_seeds_and_one_kl_
     # iteration 0: rank 1's first minibatch exceeds the target KL, rank 0's does not; both
     # stop there (1 minibatch evaluated, no step); iteration 1 steps every minibatch
     assert ranks[0]["updates"] == ranks[1]["updates"] == [[1, 0], [4, 4]]
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "deepspeed", "ddp_fork", "no_such"])
+def test_a_trial_refuses_strategies_whose_ranks_cannot_join_it(strategy):
+    with pytest.raises(ValueError, match=f"trainer.strategy='{strategy}'.*valid.*ddp_spawn"):
+        check_trial_strategy(strategy)
+
+
+@pytest.mark.parametrize("strategy", ["auto", "single_device", "ddp_spawn",
+                                      "ddp_spawn_find_unused_parameters_true"])
+def test_a_trial_accepts_one_process_or_spawned_ranks(strategy):
+    check_trial_strategy(strategy)
+
+
+def test_scoring_a_trial_with_ddp_fails_before_training(tmp_path):
+    """The shared scoring path refuses it too (a sampled or Hydra-composed config)."""
+    config = tiny_fx_config(tmp_path / "run", trainer={"strategy": "ddp", "devices": "2"})
+    trial = optuna.create_study().ask()
+    with pytest.raises(ValueError, match="ddp_spawn"):
+        score_trial(trial, config, ObjectiveSpec())
+    assert not (tmp_path / "run").exists()  # nothing was built
+
+
+def test_a_trial_with_strategy_auto_runs_on_one_device(tmp_path):
+    """Lightning's auto would pick ddp for several devices: a trial keeps to one."""
+    trainer = tiny_fx_config(tmp_path, trainer={"devices": "auto"}).trainer
+    assert trial_trainer(trainer).devices == "1"
+    spawned = dataclasses.replace(trainer, strategy="ddp_spawn", devices="2")
+    assert trial_trainer(spawned).devices == "2"
+
+
+def test_each_rank_seeds_its_own_rollouts_and_rank_0_keeps_the_run_seed(tmp_path):
+    config = tiny_fx_config(tmp_path)
+    modules = []
+    for rank in (0, 1):
+        datamodule = RLDataModule(config)
+        shared = datamodule.buffer.actions
+        datamodule.trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        datamodule.setup("fit")
+        assert datamodule.buffer.actions is not shared  # storage of its own (ddp_spawn)
+        modules.append(datamodule)
+    single = RLDataModule(config)  # one device
+    states = [m.generator.get_state() for m in (*modules, single)]
+    assert torch.equal(states[0], states[2]) and not torch.equal(states[0], states[1])
+    assert modules[0].env.np_random_seed == single.env.np_random_seed
+    assert set(modules[0].env.np_random_seed).isdisjoint(modules[1].env.np_random_seed)
+    assert modules[0]._first_dropout_seed() != modules[1]._first_dropout_seed()
+
+
+def test_a_sweep_with_the_shipped_ddp_hardware_is_refused_before_any_trial(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.syspath_prepend(str(REPO))  # hydra_plugins, until the package installs it
+    from hydra import compose, initialize_config_module
+
+    import fxai_tune.hydra_app  # noqa: F401 - stores the config schema
+    from hydra_plugins.fxai_optuna_sweeper._impl import SweeperImpl
+
+    storage = tmp_path / "sweep.db"
+    sweeper = SweeperImpl(
+        sampler=None, direction="maximize", storage=f"sqlite:///{storage}", study_name="s",
+        n_trials=2, n_jobs=1, max_failure_rate=0.0, search_space=None, params=None,
+        custom_search_space=None, pruner=None,
+    )
+    with initialize_config_module("fxai_tune.conf", version_base="1.3"):
+        sweeper.config = compose("config", overrides=["hardware=ddp"])
+    sweeper.launcher = None  # launching a job would fail: none may start
+    with pytest.raises(SystemExit) as exit_:
+        sweeper.sweep(["ppo.learning_rate=interval(1e-4,1e-3)"])
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "trainer.strategy='ddp'" in lines[0] and "ddp_spawn" in lines[0]
+    assert not storage.exists()  # no study opened

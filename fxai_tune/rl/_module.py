@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from typing_extensions import override
 
 from fxai_tune.model import (
@@ -258,6 +260,16 @@ class PPOLightningModule(pl.LightningModule):
             if parameter.grad is not None and not torch.isfinite(parameter.grad).all():
                 return f"{name}.grad"
         return "unknown parameter"
+
+    @override
+    def on_fit_start(self) -> None:
+        if self.trainer.world_size > 1:
+            # the ranks validate the same weights, and the logged update statistics are rank
+            # 0's: no metric is meant to be averaged over ranks (sync_dist)
+            warnings.filterwarnings(
+                "ignore", message=r"It is recommended to use `self\.log\(",
+                category=PossibleUserWarning,
+            )
 
     @override
     def on_train_epoch_start(self) -> None:

@@ -20,6 +20,7 @@ from fxai_tune.tune._launch import (
 from fxai_tune.tune._objective import TrialObjective, describe_failure
 from fxai_tune.tune._preflight import PreflightError, check_existing_study, preflight
 from fxai_tune.tune._pruning import OptunaPruningCallback, ValidationHistory
+from fxai_tune.tune._ranks import check_trial_strategy, spawns_ranks
 from fxai_tune.tune._scoring import (
     ObjectiveSpec,
     check_unshaped_objective,
@@ -81,6 +82,7 @@ __all__ = [
     "check_storage_for_workers",
     "check_storage_reachable",
     "check_study_name",
+    "check_trial_strategy",
     "check_unshaped_objective",
     "copy_studies",
     "count_trials",
@@ -106,6 +108,7 @@ __all__ = [
     "preflight",
     "score_trial",
     "select_validation",
+    "spawns_ranks",
     "run_worker",
     "study_lock",
     "save_dashboard_note",

@@ -33,6 +33,7 @@ from fxai_tune.rl import (
     summarize_episodes,
 )
 from fxai_tune.rl._buffer import first_non_finite
+from fxai_tune.tune._ranks import check_trial_strategy
 from fxai_tune.tune._scoring import fold_config
 from fxai_tune.tune._study import StudyConfig, StudyError, check_stored_objectives
 
@@ -103,6 +104,10 @@ def check_training_builds(config: StudyConfig) -> None:
     """
     where = str(config.path) if config.path is not None else config.name
     base = config.base_config
+    try:
+        check_trial_strategy(base.trainer.strategy)
+    except ValueError as error:
+        raise PreflightError(f"{where}: base.{error}") from None
     if base.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise PreflightError(
             f"{where}: trainer.accelerator={base.trainer.accelerator!r} but no CUDA GPU is "

@@ -26,10 +26,16 @@ from pytorch_lightning.strategies import StrategyRegistry
 
 from fxai_tune.rl import TrainerConfig
 
-__all__ = ["SINGLE_PROCESS_STRATEGIES", "TrialRelay", "check_trial_strategy", "spawns_ranks"]
+__all__ = [
+    "SINGLE_PROCESS_STRATEGIES",
+    "TrialRelay",
+    "check_trial_strategy",
+    "spawns_ranks",
+    "trial_trainer",
+]
 
 SINGLE_PROCESS_STRATEGIES = ("auto", "single_device")
-"""Strategies a trial runs in its own process (on one device: see `trial_trainer`)."""
+"""Strategies that train a trial in its own process (on one device: `trial_trainer`)."""
 
 
 def spawns_ranks(strategy: str) -> bool:
@@ -41,17 +47,12 @@ def spawns_ranks(strategy: str) -> bool:
     return StrategyRegistry[strategy]["init_params"].get("start_method") == "spawn"
 
 
-def _spawning_strategies() -> list[str]:
-    return [name for name in StrategyRegistry if spawns_ranks(name)]
-
-
-def check_trial_strategy(trainer: TrainerConfig) -> None:
+def check_trial_strategy(strategy: str) -> None:
     """Refuse a ``trainer.strategy`` that cannot train a tuning trial.
 
     Raises:
         ValueError: One line naming the strategy, why, and the valid ones.
     """
-    strategy = trainer.strategy
     if strategy in SINGLE_PROCESS_STRATEGIES or spawns_ranks(strategy):
         return
     why = (
@@ -62,8 +63,8 @@ def check_trial_strategy(trainer: TrainerConfig) -> None:
     )
     raise ValueError(
         f"trainer.strategy={strategy!r} {why}; valid in a tuning trial: "
-        f"{', '.join(SINGLE_PROCESS_STRATEGIES)} (one device) or "
-        f"{', '.join(_spawning_strategies())} (ranks spawned by the trial's process)"
+        f"{' or '.join(SINGLE_PROCESS_STRATEGIES)} (one device), or ddp_spawn (ranks spawned "
+        "by the trial's process; also ddp_spawn_find_unused_parameters_true/false)"
     )
 
 
@@ -73,7 +74,7 @@ def trial_trainer(trainer: TrainerConfig) -> TrainerConfig:
     With ``strategy: auto`` and several devices Lightning would pick ``ddp``; a trial that
     does not spawn its ranks trains on one device (the worker's).
     """
-    check_trial_strategy(trainer)
+    check_trial_strategy(trainer.strategy)
     if spawns_ranks(trainer.strategy) or trainer.devices == "1":
         return trainer
     return dataclasses.replace(trainer, devices="1")

@@ -547,6 +547,22 @@ class SweeperImpl:
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(2) from None
 
+    def _check_strategy(self, space: SweepSpace) -> None:
+        """Refuse, before any trial, a ``trainer.strategy`` whose extra ranks would re-run the
+        sweep (``ddp``): the same rule as ``fxai-tune run``'s (`check_trial_strategy`)."""
+        from fxai_tune.tune import check_trial_strategy
+
+        fixed = space.fixed.get("trainer.strategy")  # "trainer.strategy=VALUE"
+        if fixed is not None:
+            strategy = fixed.split("=", 1)[-1]
+        else:
+            strategy = OmegaConf.select(self.config, "trainer.strategy", default="auto")
+        try:
+            check_trial_strategy(str(strategy))
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+
     def _make_sampler(self, space: SweepSpace) -> optuna.samplers.BaseSampler:
         # Hydra instantiates the sweeper recursively: ``sampler`` arrives built (a partial for
         # the grid sampler, which needs the grid); a DictConfig only with ``_recursive_: false``
@@ -638,6 +654,7 @@ class SweeperImpl:
         space = self._space(arguments)
         job_space = self._job_search_space(space)
         self._check_objective(space, job_space)
+        self._check_strategy(space)
         study = self._open_study(space)
         log.info("Study name: %s", study.study_name)
         log.info("Storage: %s", _mask(self.storage_url) if self.storage_url else "in memory")
