@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from fxai_tune.rl import RLDataModule
 from fxai_tune.tune import (
     ObjectiveSpec,
+    OptunaPruningCallback,
     _objective,
     check_trial_strategy,
     load_study_config,
@@ -29,7 +30,7 @@ from fxai_tune.tune import (
     run_worker,
     score_trial,
 )
-from fxai_tune.tune._ranks import trial_trainer
+from fxai_tune.tune._ranks import TrialRelay, trial_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -147,3 +148,21 @@ def test_a_sweep_with_the_shipped_ddp_hardware_is_refused_before_any_trial(
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "trainer.strategy='ddp'" in lines[0] and "ddp_spawn" in lines[0]
     assert not storage.exists()  # no study opened
+
+
+def test_relayed_pruning_reports_continue_their_steps_across_runs():
+    """Each fold's run gets a fresh stand-in: its steps follow the previous fold's."""
+    trial = optuna.create_study().ask()
+    reporter = OptunaPruningCallback(trial, "val/episode_reward")
+    trainer = SimpleNamespace(
+        sanity_checking=False, is_global_zero=True, datamodule=SimpleNamespace(env_steps=0),
+        callback_metrics={"val/episode_reward": torch.tensor(0.5)},
+        strategy=SimpleNamespace(broadcast=lambda value: value),
+    )
+    relay = TrialRelay({"0": reporter})  # called in this process: straight to the reporter
+    for _fold in range(2):
+        stand_in = reporter.relayed(relay, "0")
+        assert stand_in.trial is None  # (the trial does not pickle into a rank)
+        for _ in range(2):
+            stand_in.on_validation_end(trainer, None)
+    assert sorted(trial.study.trials[0].intermediate_values) == [0, 1, 2, 3]

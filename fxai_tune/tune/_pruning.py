@@ -110,6 +110,12 @@ class OptunaPruningCallback(Callback):
         self.trial.report(value, step=step)
         return self.trial.should_prune()
 
+    def report_from_rank(self, value: float, step: int, validations: int) -> bool:
+        """`report` for a spawned rank's copy, which counted ``validations`` so far: the
+        next run's copy (the next fold) continues the count, so steps never repeat."""
+        self.validations = validations
+        return self.report(value, step)
+
     @property
     def state_key(self) -> str:
         return f"OptunaPruningCallback[{self.monitor}]"
@@ -132,7 +138,9 @@ class OptunaPruningCallback(Callback):
                 should_prune = self.report(float(value), int(step))
             else:
                 relay, name = self._relay
-                should_prune = relay.call(name, "report", float(value), int(step))
+                should_prune = relay.call(
+                    name, "report_from_rank", float(value), int(step), self.validations
+                )
         should_prune = trainer.strategy.broadcast(should_prune)
         if should_prune:
             raise optuna.TrialPruned(
