@@ -25,12 +25,13 @@ from fxai_tune.tune import (
     OptunaPruningCallback,
     _objective,
     check_trial_strategy,
+    describe_failure,
     load_study_config,
     open_study,
     run_worker,
     score_trial,
 )
-from fxai_tune.tune._ranks import TrialRelay, trial_trainer
+from fxai_tune.tune._ranks import TrialRelay, rank_error, trial_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -166,3 +167,19 @@ def test_relayed_pruning_reports_continue_their_steps_across_runs():
         for _ in range(2):
             stand_in.on_validation_end(trainer, None)
     assert sorted(trial.study.trials[0].intermediate_values) == [0, 1, 2, 3]
+
+
+def test_a_spawned_ranks_error_is_recorded_as_it_would_be_on_one_device():
+    from torch.multiprocessing import ProcessRaisedException
+
+    def raised(last_line: str) -> ProcessRaisedException:
+        text = ("\n\n-- Process 1 terminated with the following error:\nTraceback (most recent "
+                f"call last):\n  File \"x.py\", line 1, in f\n{last_line}\n")
+        return ProcessRaisedException(text, 1, 4242)
+
+    error = rank_error(raised("FloatingPointError: non-finite PPO loss in 2"))
+    assert describe_failure(error) == "NaN/inf: non-finite PPO loss in 2"
+    error = rank_error(raised("optuna.exceptions.StorageInternalError: lost"))
+    assert describe_failure(error) == "RuntimeError: optuna.exceptions.StorageInternalError: lost"
+    other = KeyError("x")
+    assert rank_error(other) is other

@@ -16,6 +16,7 @@ trial's process: the pruning report and the validations the score is taken from.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import multiprocessing
 import os
@@ -30,6 +31,7 @@ __all__ = [
     "SINGLE_PROCESS_STRATEGIES",
     "TrialRelay",
     "check_trial_strategy",
+    "rank_error",
     "spawns_ranks",
     "trial_trainer",
 ]
@@ -78,6 +80,23 @@ def trial_trainer(trainer: TrainerConfig) -> TrainerConfig:
     if spawns_ranks(trainer.strategy) or trainer.devices == "1":
         return trainer
     return dataclasses.replace(trainer, devices="1")
+
+
+def rank_error(error: BaseException) -> BaseException:
+    """The exception a spawned rank raised, rebuilt from ``error`` (torch's
+    ``ProcessRaisedException`` carries only the rank's traceback text): a built-in type
+    again (a ``FloatingPointError`` stays one, so the trial's ``fail_reason`` reads as on
+    one device), any other as a RuntimeError naming it; anything else unchanged."""
+    from torch.multiprocessing import ProcessRaisedException
+
+    if not isinstance(error, ProcessRaisedException):
+        return error
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    name, _, message = (lines[-1] if lines else "").partition(": ")
+    kind = getattr(builtins, name, None)
+    if isinstance(kind, type) and issubclass(kind, Exception):
+        return kind(message)
+    return RuntimeError(f"{name}: {message}" if message else name or "a spawned rank failed")
 
 
 class TrialRelay:

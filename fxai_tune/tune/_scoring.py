@@ -41,7 +41,7 @@ from fxai_tune.tune._pruning import (
     ValidationHistory,
     pruned_in_subprocess,
 )
-from fxai_tune.tune._ranks import TrialRelay, spawns_ranks, trial_trainer
+from fxai_tune.tune._ranks import TrialRelay, rank_error, spawns_ranks, trial_trainer
 
 __all__ = [
     "DIRECTIONS",
@@ -311,6 +311,9 @@ def _train(config: TrainConfig, callbacks: list[Any], kwargs: dict[str, Any]) ->
     except Exception as error:
         if pruned_in_subprocess(error):
             raise optuna.TrialPruned("pruned in a spawned DDP rank") from error
+        cause = rank_error(error)
+        if cause is not error:
+            raise cause from error
         raise
     except SystemExit as exit_:
         # Lightning turns Ctrl-C into sys.exit(1) after its own clean-up; make it an
