@@ -145,6 +145,15 @@ def main() -> None:
         "away a worker blocks at its next storage call (a validation's report) and resumes "
         "when it is back; the heartbeat is tried once per interval and never raises.",
         "",
+        "The same window covers a `redis://` storage (Redis stopped or restarting) and a "
+        "`grpc://` one (the storage proxy stopped or restarting): the same retry with backoff "
+        "on the journal's appends and reads, the proxy's calls, the study lock and the "
+        "stale-trial check; past the window one line naming the Redis server's or the "
+        "proxy's host:port. Tests: `tests/test_tune_redis.py` and `tests/test_tune_grpc.py` "
+        "(`test_a_finished_trial_rides_out_a_*_outage_and_is_kept`, "
+        "`test_*_away_past_the_window_is_one_line_naming_host_and_port`), each on a server "
+        "of its own.",
+        "",
         "## Bad input",
         "",
         f"{good} of {len(rows)} bad inputs are refused before any trial with exit code 2, one "

@@ -23,6 +23,7 @@ from _tune_fixtures import (
 from optuna.trial import TrialState
 
 from fxai_tune.tune import (
+    DatabaseOutage,
     StorageError,
     fail_stale_trials,
     load_study_config,
@@ -172,3 +173,64 @@ def test_worker_killed_behind_the_proxy_leaves_a_fail_and_a_retry_completes_it(
 @pytest.mark.slow
 def test_two_worker_processes_through_the_proxy_stop_at_exactly_the_cap(tmp_path, proxy_url):
     assert_two_workers_stop_at_the_cap(tmp_path, proxy_url, "gcap")
+
+
+# ------------------------------------------------------------------ proxy outage
+
+
+class InProcessProxy:
+    """Optuna's gRPC proxy server on a SQLite file in this process, to stop and start again
+    on the same port (the coordination service is not needed without heartbeat)."""
+
+    def __init__(self, database) -> None:
+        self.storage = optuna.storages.RDBStorage(f"sqlite:///{database}")
+        self.port = _free_port()
+        self.url = f"grpc://127.0.0.1:{self.port}"
+        self.server = None
+
+    def start(self) -> None:
+        from optuna.storages._grpc.server import make_server
+
+        self.server = make_server(self.storage, "127.0.0.1", self.port)
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop(grace=None).wait()
+
+
+@pytest.fixture
+def in_process_proxy(tmp_path):
+    proxy = InProcessProxy(tmp_path / "proxied.db")
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+def test_a_finished_trial_rides_out_a_proxy_outage_and_is_kept(in_process_proxy):
+    storage = make_storage(in_process_proxy.url, outage_window=30)
+    study = optuna.create_study(study_name="outage", storage=storage)
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    in_process_proxy.stop()
+    threading.Timer(1.5, in_process_proxy.start).start()  # back within the window
+    study.tell(trial, 0.25)  # retried with backoff until the proxy is back
+    [stored] = optuna.load_study(
+        study_name="outage", storage=in_process_proxy.storage
+    ).get_trials()
+    assert stored.state == TrialState.COMPLETE and stored.value == 0.25
+    assert stored.params == trial.params
+
+
+def test_proxy_away_past_the_window_is_one_line_naming_host_and_port(in_process_proxy):
+    url = f"{in_process_proxy.url}?lock_port={_free_port()}"  # no coordination service there
+    study = optuna.create_study(study_name="gone", storage=make_storage(url, outage_window=1))
+    trial = study.ask()
+    in_process_proxy.stop()
+    for call in (lambda: study.tell(trial, 1.0),
+                 lambda: grpc_study_lock(url, "gone", outage_window=1).__enter__()):
+        with pytest.raises(DatabaseOutage) as caught:
+            call()
+        message = str(caught.value)
+        assert "\n" not in message and f"127.0.0.1:{in_process_proxy.port}" in message
+        assert "storage proxy" in message and "outage_window=1" in message, message
+    in_process_proxy.start()  # for the fixture's stop

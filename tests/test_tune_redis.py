@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -14,11 +15,13 @@ from _tune_fixtures import CLI, REDIS_URL, assert_two_workers_stop_at_the_cap, u
 from optuna.trial import TrialState
 
 from fxai_tune.tune import (
+    DatabaseOutage,
     StorageError,
     fail_stale_trials,
     load_study_config,
     make_storage,
     open_study,
+    study_lock,
 )
 from fxai_tune.tune._redis import redis_study_lock, redis_target
 from fxai_tune.tune._storage import storage_backend
@@ -130,3 +133,86 @@ def test_redis_study_lock_of_a_killed_holder_expires_with_its_lease(redis_url):
 @pytest.mark.slow
 def test_two_worker_processes_on_redis_stop_at_exactly_the_cap(tmp_path, redis_url):
     assert_two_workers_stop_at_the_cap(tmp_path, redis_url, "rcap")
+
+
+# ------------------------------------------------------------------ Redis outage
+
+
+class OwnRedis:
+    """A redis-server of this test on a free port, persisted to disk (append-only file, each
+    write synced), so stopping and starting it keeps the study: the machine's Redis is left
+    alone."""
+
+    def __init__(self, directory) -> None:
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.directory = directory
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = None
+
+    def start(self) -> None:
+        import redis
+
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.exceptions.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    pytest.importorskip("redis")
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    if server.process.poll() is None:
+        server.stop()
+
+
+def test_a_finished_trial_rides_out_a_redis_outage_and_is_kept(own_redis):
+    storage = make_storage(own_redis.url, outage_window=30)
+    study = optuna.create_study(study_name="outage", storage=storage)
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    own_redis.stop()
+    threading.Timer(1.5, own_redis.start).start()  # back within the window
+    with study_lock(own_redis.url, "outage", outage_window=30):  # the cap lock waits too
+        study.tell(trial, 0.25)  # retried with backoff until Redis is back
+    reloaded = optuna.load_study(study_name="outage", storage=make_storage(own_redis.url))
+    [stored] = reloaded.get_trials()
+    assert stored.state == TrialState.COMPLETE and stored.value == 0.25
+    assert stored.params == trial.params
+
+
+def test_redis_away_past_the_window_is_one_line_naming_host_and_port(own_redis):
+    storage = make_storage(own_redis.url, outage_window=1)
+    study = optuna.create_study(study_name="gone", storage=storage)
+    trial = study.ask()
+    own_redis.stop()
+    for call in (lambda: study.tell(trial, 1.0),
+                 lambda: study_lock(own_redis.url, "gone", outage_window=1).__enter__()):
+        with pytest.raises(DatabaseOutage) as caught:
+            call()
+        message = str(caught.value)
+        assert "\n" not in message and f"127.0.0.1:{own_redis.port}" in message, message
+        assert "Redis server" in message and "outage_window=1" in message

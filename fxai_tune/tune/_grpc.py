@@ -32,6 +32,8 @@ import optuna
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial
 
+from fxai_tune.tune._storage import _OutageGuard, install_ride_out, ride_out
+
 __all__ = [
     "GrpcTarget",
     "grpc_study_lock",
@@ -80,10 +82,15 @@ def grpc_target(url: str) -> GrpcTarget:
     return GrpcTarget(host=parts.hostname, port=port, lock_port=int(lock_port))
 
 
+# gRPC waits up to 120 s between reconnection attempts by default: after an outage, a worker
+# would sit that long on a proxy that is back. At most 5 s, like the retry's own backoff.
+_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 5000)]
+
+
 def _channel(host: str, port: int) -> Any:
     import grpc
 
-    return grpc.insecure_channel(f"{host}:{port}")
+    return grpc.insecure_channel(f"{host}:{port}", options=_RECONNECT)
 
 
 def _call(channel: Any, method: str, request: dict[str, Any], *, timeout: float = 30) -> Any:
@@ -92,7 +99,10 @@ def _call(channel: Any, method: str, request: dict[str, Any], *, timeout: float 
 
 
 class _GrpcHeartbeatStorage(optuna.storages.GrpcStorageProxy, BaseHeartbeat):
-    """`GrpcStorageProxy` whose trials beat through the proxy's coordination service."""
+    """`GrpcStorageProxy` whose trials beat through the proxy's coordination service and whose
+    calls ride out a proxy outage of the guard's window when there is a guard."""
+
+    _guard: _OutageGuard | None = None
 
     def __init__(
         self,
@@ -101,7 +111,9 @@ class _GrpcHeartbeatStorage(optuna.storages.GrpcStorageProxy, BaseHeartbeat):
         heartbeat_interval: int | None,
         grace_period: int | None,
         stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None,
+        guard: _OutageGuard | None = None,
     ) -> None:
+        self._guard = guard
         super().__init__(host=target.host, port=target.port)
         self._target = target
         self._coordination = _channel(target.host, target.lock_port)
@@ -115,13 +127,27 @@ class _GrpcHeartbeatStorage(optuna.storages.GrpcStorageProxy, BaseHeartbeat):
         except Exception as error:  # noqa: BLE001 - the heartbeat thread must live on
             log.debug("heartbeat of trial %s not recorded: %s", trial_id, error)
 
+    def _setup(self) -> None:
+        from optuna.storages._grpc.client import GrpcClientCache
+        from optuna.storages._grpc.auto_generated import api_pb2_grpc
+
+        # Optuna's own set-up, on a channel that reconnects within seconds (`_RECONNECT`)
+        self._channel = _channel(self._host, self._port)
+        self._stub = api_pb2_grpc.StorageServiceStub(self._channel)
+        self._cache = GrpcClientCache(self._stub)
+
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        if self._guard is not None and self._guard.quiet(
+            self.heartbeat_interval, self.grace_period
+        ):
+            return []  # no heartbeat could be written during the outage
         request = {
             "study_id": study_id,
             "interval": self.heartbeat_interval,
             "grace": self.grace_period,
         }
-        return [int(i) for i in _call(self._coordination, "StaleTrialIds", request)]
+        stale = ride_out(self._guard, _call, self._coordination, "StaleTrialIds", request)
+        return [int(i) for i in stale]
 
     def get_heartbeat_interval(self) -> int | None:
         return self.heartbeat_interval
@@ -139,8 +165,10 @@ def make_grpc_storage(
     grace_period: int | None = None,
     stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
     connect_timeout: float = 10,
+    guard: _OutageGuard | None = None,
 ) -> optuna.storages.BaseStorage:
-    """A `GrpcStorageProxy` on ``url`` (heartbeat through the proxy when an interval is given).
+    """A `GrpcStorageProxy` on ``url`` (heartbeat through the proxy when an interval is given;
+    with a ``guard`` its calls ride out a proxy outage).
 
     Raises:
         ValueError: For a bad URL (see `grpc_target`).
@@ -153,34 +181,62 @@ def make_grpc_storage(
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
             stale_trial_callback=stale_trial_callback,
+            guard=guard,
         )
     storage.wait_server_ready(timeout=connect_timeout)
     return storage
 
 
+install_ride_out(
+    _GrpcHeartbeatStorage,
+    optuna.storages.GrpcStorageProxy,
+    # no server call, the set-up, or a heartbeat that must never raise (its thread beats on)
+    skip=frozenset({
+        "close", "wait_server_ready", "record_heartbeat", "get_heartbeat_interval",
+        "get_heartbeat_stale_trial_callback", "is_heartbeat_enabled", "remove_session",
+    }),
+)
+
+
 @contextlib.contextmanager
-def grpc_study_lock(url: str, study_name: str) -> Iterator[Callable[[], None]]:
+def grpc_study_lock(
+    url: str, study_name: str, *, outage_window: float | None = None
+) -> Iterator[Callable[[], None]]:
     """The study lock held through the proxy's coordination service; yields a release function.
 
+    With ``outage_window``, taking it rides out a proxy outage that long (then
+    `DatabaseOutage`).
+
     Raises:
-        ConnectionError: When the coordination service does not answer.
+        ConnectionError: When the coordination service does not answer (no window).
     """
     import grpc
 
     target = grpc_target(url)
-    channel = _channel(target.host, target.lock_port)
-    stream = channel.unary_stream(f"/{_SERVICE}/HoldLock")(
-        json.dumps({"study": study_name}).encode()
-    )
-    try:
-        next(stream)  # "held"
-    except grpc.RpcError as error:
-        channel.close()
-        raise ConnectionError(
-            f"no study lock from the storage proxy's coordination service at "
-            f"{target.host}:{target.lock_port} ({error.code().name}); start it with "
-            "fxai-tune storage-proxy"
-        ) from None
+
+    def hold() -> tuple[Any, Any]:
+        channel = _channel(target.host, target.lock_port)
+        stream = channel.unary_stream(f"/{_SERVICE}/HoldLock")(
+            json.dumps({"study": study_name}).encode()
+        )
+        try:
+            next(stream)  # "held"
+        except BaseException:
+            channel.close()
+            raise
+        return channel, stream
+
+    if outage_window is not None:
+        channel, stream = _OutageGuard(url, outage_window).call(hold)
+    else:
+        try:
+            channel, stream = hold()
+        except grpc.RpcError as error:
+            raise ConnectionError(
+                f"no study lock from the storage proxy's coordination service at "
+                f"{target.host}:{target.lock_port} ({error.code().name}); start it with "
+                "fxai-tune storage-proxy"
+            ) from None
     released = False
 
     def release() -> None:

@@ -25,6 +25,8 @@ from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
+from fxai_tune.tune._storage import _OutageGuard, ride_out
+
 __all__ = ["LOCK_LEASE", "RedisTarget", "make_redis_storage", "redis_study_lock", "redis_target"]
 
 DEFAULT_PREFIX = "fxai-tune"
@@ -67,9 +69,27 @@ def redis_target(url: str) -> RedisTarget:
     return RedisTarget(client_url=client, prefix=prefix)
 
 
+class _RideOutRedisBackend(optuna.storages.journal.JournalRedisBackend):
+    """`JournalRedisBackend` whose writes ride out a Redis outage (`_OutageGuard`).
+
+    Each log is appended by one atomic script, so a retried append never writes a log twice
+    unless Redis ran it and died before answering. Reads are retried by the storage's
+    `_sync_with_backend`, which resumes after the last log it applied.
+    """
+
+    _guard: _OutageGuard | None = None
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        for log in logs:
+            ride_out(self._guard, super().append_logs, [log])
+
+    def save_snapshot(self, snapshot: bytes) -> None:
+        ride_out(self._guard, super().save_snapshot, snapshot)
+
+
 class _RedisJournalStorage(optuna.storages.JournalStorage, BaseHeartbeat):
     """`JournalStorage` on Redis whose trials beat into a Redis hash (Optuna's journal has
-    no heartbeat)."""
+    no heartbeat), riding out a Redis outage of the guard's window when there is a guard."""
 
     def __init__(
         self,
@@ -78,12 +98,13 @@ class _RedisJournalStorage(optuna.storages.JournalStorage, BaseHeartbeat):
         heartbeat_interval: int | None,
         grace_period: int | None,
         stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None,
+        guard: _OutageGuard | None = None,
     ) -> None:
         import redis
 
-        backend = optuna.storages.journal.JournalRedisBackend(
-            target.client_url, prefix=target.prefix
-        )
+        backend = _RideOutRedisBackend(target.client_url, prefix=target.prefix)
+        backend._guard = guard
+        self._guard = guard
         super().__init__(backend)
         self._target = target
         self._client = redis.Redis.from_url(target.client_url)
@@ -113,15 +134,22 @@ class _RedisJournalStorage(optuna.storages.JournalStorage, BaseHeartbeat):
         except Exception:  # noqa: BLE001 - the heartbeat thread must live on; it beats again
             pass
 
+    def _sync_with_backend(self) -> None:
+        ride_out(self._guard, super()._sync_with_backend)
+
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        if self._guard is not None and self._guard.quiet(
+            self.heartbeat_interval, self.grace_period
+        ):
+            return []  # no heartbeat could be written during the outage
         interval = self.heartbeat_interval or 0
         grace = self.grace_period or 2 * interval
         running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
         if not running:
             return []
         ids = [str(t._trial_id) for t in running]
-        beats = self._client.hmget(self._heartbeat_key, ids)
-        now = self._server_time()
+        beats = ride_out(self._guard, self._client.hmget, self._heartbeat_key, ids)
+        now = ride_out(self._guard, self._server_time)
         return [
             int(trial_id)
             for trial_id, beat in zip(ids, beats, strict=True)
@@ -143,9 +171,11 @@ def make_redis_storage(
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
     stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    guard: _OutageGuard | None = None,
 ) -> BaseStorage:
     """Optuna's journal storage on the Redis of ``url``, with a heartbeat when an interval is
-    given. Connects once (``PING``), so an unreachable server fails here.
+    given; with a ``guard`` its calls ride out a Redis outage. Connects once (``PING``), so an
+    unreachable server fails here.
 
     Raises:
         ValueError: For a bad URL (see `redis_target`).
@@ -160,18 +190,24 @@ def make_redis_storage(
         heartbeat_interval=heartbeat_interval,
         grace_period=grace_period,
         stale_trial_callback=stale_trial_callback,
+        guard=guard,
     )
 
 
 @contextlib.contextmanager
 def redis_study_lock(
-    url: str, study_name: str, *, lease: float = LOCK_LEASE
+    url: str,
+    study_name: str,
+    *,
+    lease: float = LOCK_LEASE,
+    outage_window: float | None = None,
 ) -> Iterator[Callable[[], None]]:
     """The study-wide lock on Redis: yields a function that releases it early.
 
     A `redis.lock.Lock` lease of ``lease`` seconds that a daemon thread renews every third of
     it while held: a holder that is killed frees the study within ``lease`` seconds; a live
-    holder keeps the lock however long its step takes.
+    holder keeps the lock however long its step takes. With ``outage_window``, taking it rides
+    out a Redis outage that long (then `DatabaseOutage`).
     """
     import redis
 
@@ -180,7 +216,8 @@ def redis_study_lock(
     lock = client.lock(
         f"{target.prefix}:lock:{study_name}", timeout=lease, sleep=0.02, thread_local=False
     )
-    lock.acquire(blocking=True)
+    guard = None if outage_window is None else _OutageGuard(url, outage_window)
+    ride_out(guard, lock.acquire, blocking=True)
     stop = threading.Event()
 
     def renew() -> None:

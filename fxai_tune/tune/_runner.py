@@ -167,16 +167,16 @@ def study_lock(
     machines exclude each other; Redis storages a lease in that Redis (`redis_study_lock`),
     gRPC storages a lock held through the proxy (`grpc_study_lock`);
     file storages (SQLite, journal) lock a file beside them.
-    With ``outage_window``, taking the database lock rides out an outage that long; a lock
+    With ``outage_window``, taking the lock rides out an outage of its server that long; a lock
     lost with its connection needs no release (the server drops it with the session).
     """
     backend = storage_backend(storage_url)
     if backend == "redis":  # a lease in the same Redis (docs/scaling.md)
-        with redis_study_lock(storage_url, study_name) as release:
+        with redis_study_lock(storage_url, study_name, outage_window=outage_window) as release:
             yield release
         return
     if backend == "grpc":  # held through the proxy's coordination service (docs/scaling.md)
-        with grpc_study_lock(storage_url, study_name) as release:
+        with grpc_study_lock(storage_url, study_name, outage_window=outage_window) as release:
             yield release
         return
     key = int.from_bytes(hashlib.sha1(study_name.encode()).digest()[:7], "big")

@@ -202,40 +202,68 @@ class DatabaseOutage(RuntimeError):
     """The database stayed unreachable for longer than the study's ``outage_window``."""
 
 
-def _is_outage(error: BaseException) -> BaseException | None:
-    """The lost or refused database connection behind ``error``, or None.
+def _is_outage(error: BaseException, backend: str = "rdb") -> BaseException | None:
+    """The lost or refused connection behind ``error`` (to the database, Redis or the gRPC
+    proxy as ``backend`` says), or None.
 
-    Optuna wraps it in a `StorageInternalError` that blames "invalid data in the commit".
+    Optuna wraps a database's in a `StorageInternalError` that blames "invalid data in the
+    commit"; Redis raises `ConnectionError`/`TimeoutError` (`BusyLoadingError` while it
+    reloads its data after a restart); a gRPC call to a proxy that is away ends UNAVAILABLE.
     """
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, sqlalchemy.exc.DBAPIError) and (
+        if backend == "redis":
+            import redis
+
+            unreachable = redis.exceptions.ConnectionError | redis.exceptions.TimeoutError
+            if isinstance(current, unreachable):
+                return current
+        elif backend == "grpc":
+            import grpc
+
+            code = getattr(current, "code", None)  # calls' errors have one, bare RpcError not
+            if isinstance(current, grpc.RpcError) and callable(code) and code() in (
+                grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED
+            ):
+                return current
+        elif isinstance(current, sqlalchemy.exc.DBAPIError) and (
             current.connection_invalidated
             or isinstance(current, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError)
         ):
             return current
-        name = type(current).__name__
-        if name in ("OperationalError", "InterfaceError") and "sqlite" not in type(
-            current
-        ).__module__:
+        elif type(current).__name__ in ("OperationalError", "InterfaceError") and (
+            "sqlite" not in type(current).__module__
+        ):
             return current
         current = current.__cause__ or current.__context__
     return None
 
 
-class _OutageGuard:
-    """Retries with backoff while the database is away, for up to ``window`` seconds.
+_SERVER_NAMES = {"rdb": "database", "redis": "Redis server", "grpc": "storage proxy"}
 
-    One outage is one window: calls during it share the deadline; the first success ends it.
-    Past the window every call fails at once with `DatabaseOutage` (one line naming host and
-    port), so a worker stops instead of waiting a window per call.
+
+class _OutageGuard:
+    """Retries with backoff while the storage's server is away, for up to ``window`` seconds.
+
+    One guard serves PostgreSQL/MySQL, Redis and the gRPC proxy (``backend``: which errors
+    mean "unreachable", `_is_outage`). One outage is one window: calls during it share the
+    deadline; the first success ends it. Past the window every call fails at once with
+    `DatabaseOutage` (one line naming host and port), so a worker stops instead of waiting a
+    window per call.
     """
 
     def __init__(self, url: str, window: float) -> None:
-        parsed = make_url(normalize_storage_url(url))
-        self.where = f"{parsed.host or 'localhost'}:{parsed.port or 'default port'}"
+        remote = _remote_backend(url)
+        self.backend = remote or "rdb"
+        if remote is None:
+            parsed = make_url(normalize_storage_url(url))
+            self.where = f"{parsed.host or 'localhost'}:{parsed.port or 'default port'}"
+        else:
+            split = urllib.parse.urlsplit(url)
+            self.where = f"{split.hostname}:{split.port or 6379}"
+        self.server = _SERVER_NAMES[self.backend]
         self.masked = mask_password(url)
         self.window = window
         self.deadline: float | None = None
@@ -243,12 +271,25 @@ class _OutageGuard:
         self.gave_up = False
         self.lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, lock=threading.Lock())
+
     def message(self) -> str:
         return (
-            f"the database at {self.where} ({self.masked}) was unreachable for more than "
+            f"the {self.server} at {self.where} ({self.masked}) was unreachable for more than "
             f"outage_window={self.window:g} s; start it again and rerun the same command: "
             "the trials left running are failed as stale and re-run"
         )
+
+    def quiet(self, heartbeat_interval: float | None, grace_period: float | None) -> bool:
+        """Whether heartbeats may be missing for the outage: during it, and for a grace period
+        after it in which live trials beat again; no trial counts as stale then."""
+        interval = heartbeat_interval or 0
+        grace = (grace_period or 2 * interval) + 2 * interval
+        return self.deadline is not None or time.monotonic() - self.recovered_at < grace
 
     def call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
         delay = 0.5
@@ -258,7 +299,7 @@ class _OutageGuard:
             try:
                 result = function(*args, **kwargs)
             except Exception as error:
-                cause = _is_outage(error)
+                cause = _is_outage(error, self.backend)
                 if cause is None:
                     raise
                 now = time.monotonic()
@@ -266,8 +307,9 @@ class _OutageGuard:
                     if self.deadline is None:
                         self.deadline = now + self.window
                         _log.warning(
-                            "database at %s unreachable (%s); retrying for up to %g s",
-                            self.where, mask_password(_first_line(cause)), self.window,
+                            "%s at %s unreachable (%s); retrying for up to %g s",
+                            self.server, self.where, mask_password(_first_line(cause)),
+                            self.window,
                         )
                     deadline = self.deadline
                 if now >= deadline:
@@ -279,10 +321,34 @@ class _OutageGuard:
             if self.deadline is not None:
                 with self.lock:
                     if self.deadline is not None:
-                        _log.warning("database at %s reachable again", self.where)
+                        _log.warning("%s at %s reachable again", self.server, self.where)
                         self.deadline = None
                         self.recovered_at = time.monotonic()
             return result
+
+
+def ride_out(guard: _OutageGuard | None, function: Any, /, *args: Any, **kwargs: Any) -> Any:
+    """``function(*args, **kwargs)``, through ``guard`` when there is one."""
+    if guard is None:
+        return function(*args, **kwargs)
+    return guard.call(function, *args, **kwargs)
+
+
+def install_ride_out(cls: type, base: type, *, skip: frozenset[str]) -> None:
+    """Give ``cls`` a version of each public method of ``base`` (but ``skip``) that calls it
+    through the instance's ``_guard`` (`_OutageGuard`, or None for plain calls)."""
+    for name in dir(base):
+        if name.startswith("_") or name in skip or not callable(getattr(base, name)):
+            continue
+        if isinstance(inspect.getattr_static(base, name), staticmethod | classmethod):
+            continue
+        method = getattr(base, name)
+
+        @functools.wraps(method)
+        def wrapper(self: Any, *args: Any, __method: Any = method, **kwargs: Any) -> Any:
+            return ride_out(self._guard, __method, self, *args, **kwargs)
+
+        setattr(cls, name, wrapper)
 
 
 # RDBStorage methods that never touch the database, or run once at construction
@@ -300,7 +366,7 @@ class _RideOutRDBStorage(optuna.storages.RDBStorage):
     whose heartbeats stopped for good is failed as stale by the next worker anyway.
     """
 
-    _guard: _OutageGuard
+    _guard: _OutageGuard | None = None
 
     def record_heartbeat(self, trial_id: int) -> None:
         # one try: the thread beats again in heartbeat_interval seconds
@@ -312,37 +378,16 @@ class _RideOutRDBStorage(optuna.storages.RDBStorage):
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         # no heartbeat could be written during an outage: give live trials a grace period
         # after it to beat again before any of them counts as stale
-        interval = self.heartbeat_interval or 0
-        quiet = (self.grace_period or 2 * interval) + 2 * interval
-        if self._guard.deadline is not None or (
-            time.monotonic() - self._guard.recovered_at < quiet
-        ):
+        if self._guard.quiet(self.heartbeat_interval, self.grace_period):
             return []
         return self._guard.call(super()._get_stale_trial_ids, study_id)
 
 
-def _retried(name: str) -> Any:
-    method = getattr(optuna.storages.RDBStorage, name)
-
-    @functools.wraps(method)
-    def wrapper(self: _RideOutRDBStorage, *args: Any, **kwargs: Any) -> Any:
-        return self._guard.call(method, self, *args, **kwargs)
-
-    return wrapper
-
-
-for _name in dir(optuna.storages.RDBStorage):
-    if (
-        not _name.startswith("__")
-        and _name not in _NOT_RETRIED
-        and _name not in ("record_heartbeat", "_get_stale_trial_ids")
-        and not _name.startswith("_")
-        and callable(getattr(optuna.storages.RDBStorage, _name))
-        and not isinstance(
-            inspect.getattr_static(optuna.storages.RDBStorage, _name), staticmethod | classmethod
-        )
-    ):
-        setattr(_RideOutRDBStorage, _name, _retried(_name))
+install_ride_out(
+    _RideOutRDBStorage,
+    optuna.storages.RDBStorage,
+    skip=_NOT_RETRIED | {"record_heartbeat"},
+)
 
 
 def make_storage(
@@ -365,8 +410,9 @@ def make_storage(
         n_workers: Processes that will share the storage; with SQLite and more than one, the
             connection waits up to 60 s for a lock instead of 5 s.
         max_retry: Times a heartbeat-stale trial is re-queued (None: without limit).
-        outage_window: Seconds a PostgreSQL/MySQL storage retries its calls (with backoff)
-            while the database is unreachable, before `DatabaseOutage`; None: no retries.
+        outage_window: Seconds a PostgreSQL/MySQL, Redis or gRPC-proxy storage retries its
+            calls (with backoff) while its server is unreachable, before `DatabaseOutage`;
+            None: no retries.
 
     Returns:
         An `optuna.storages.RDBStorage` or `optuna.storages.JournalStorage`.
@@ -388,10 +434,11 @@ def make_storage(
         except OSError as error:
             raise StorageError(f"cannot open journal file {str(path)!r}: {error}") from None
         return optuna.storages.JournalStorage(backend)
-    if storage_backend(url) == "redis":
-        return _make_redis(url, heartbeat_interval, grace_period, max_retry)
-    if storage_backend(url) == "grpc":
-        return _make_grpc(url, heartbeat_interval, grace_period, max_retry)
+    if storage_backend(url) in ("redis", "grpc"):
+        make = _make_redis if storage_backend(url) == "redis" else _make_grpc
+        stale_retry = _stale_retry(max_retry) if heartbeat_interval is not None else None
+        guard = None if outage_window is None else _OutageGuard(url, outage_window)
+        return make(url, heartbeat_interval, grace_period, stale_retry, guard)
 
     normalized = normalize_storage_url(url)
     parsed = make_url(normalized)
@@ -442,7 +489,11 @@ def _stale_retry(max_retry: int | None) -> optuna.storages.RetryHeartbeatStaleTr
 
 
 def _make_redis(
-    url: str, heartbeat_interval: int | None, grace_period: int | None, max_retry: int | None
+    url: str,
+    heartbeat_interval: int | None,
+    grace_period: int | None,
+    stale_retry: Any,
+    guard: _OutageGuard | None,
 ) -> optuna.storages.BaseStorage:
     import redis
 
@@ -451,20 +502,25 @@ def _make_redis(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return make_redis_storage(
+            return ride_out(
+                guard,
+                make_redis_storage,
                 url,
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
-                stale_trial_callback=(
-                    _stale_retry(max_retry) if heartbeat_interval is not None else None
-                ),
+                stale_trial_callback=stale_retry,
+                guard=guard,
             )
     except redis.exceptions.RedisError as error:
         raise _unreachable(url, error) from None
 
 
 def _make_grpc(
-    url: str, heartbeat_interval: int | None, grace_period: int | None, max_retry: int | None
+    url: str,
+    heartbeat_interval: int | None,
+    grace_period: int | None,
+    stale_retry: Any,
+    guard: _OutageGuard | None,
 ) -> optuna.storages.BaseStorage:
     from fxai_tune.tune._grpc import make_grpc_storage
 
@@ -473,9 +529,8 @@ def _make_grpc(
             url,
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
-            stale_trial_callback=(
-                _stale_retry(max_retry) if heartbeat_interval is not None else None
-            ),
+            stale_trial_callback=stale_retry,
+            guard=guard,
         )
     except ConnectionError as error:
         raise _unreachable(url, error) from None
