@@ -61,6 +61,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fxai_tune.tune._runner as runner  # noqa: E402 - after the path set-up
+from fxai_tune import STORAGE_ENV  # noqa: E402
 from bench_tune import _time_storage  # noqa: E402 - the storage clock of bench_tune part 3
 from fxai_tune.tune import StudyConfig, load_study_config  # noqa: E402
 from fxai_tune.tune._study import SamplerConfig, make_sampler  # noqa: E402
@@ -157,7 +158,7 @@ def storage_proxy(database_url: str) -> Iterator[str]:
     server = subprocess.Popen(
         [sys.executable, "-m", "fxai_tune.cli.main", "storage-proxy", "--port", str(port),
          "--lock-port", str(lock_port)],
-        env={**env, "FXAI_STORAGE_URL": database_url},
+        env={**env, STORAGE_ENV: database_url},  # not on the command line
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 
@@ -432,7 +433,7 @@ def study_config(directory: Path, sampler: str, space: str) -> StudyConfig:
     path = directory / "bench_scale.yaml"
     path.write_text(yaml.safe_dump({
         "name": "bench_scale",
-        "base_config": str(ROOT / "studies" / "configs" / "demo_base.yaml"),
+        "base_config": str(ROOT / "fxai_tune" / "studies" / "configs" / "demo_base.yaml"),
         "search_space": space,
         "direction": "maximize",
         "sampler": {"name": sampler, "seed": 0},
