@@ -142,8 +142,12 @@ def main() -> None:
         "",
         "Storage calls that ride out an outage: ask (trial creation), report, user/system "
         "attrs, tell, reads, the stale-trial check and the study lock. While the database is "
-        "away a worker blocks at its next storage call (a validation's report) and resumes "
-        "when it is back; the heartbeat is tried once per interval and never raises.",
+        "away training goes on: a validation's report is queued (written, in order, before "
+        "the next call that reaches the database, the trial's tell at the latest) and the "
+        "pruning verdict waits for the first validation after the outage; other calls wait "
+        "for the database; the heartbeat is tried once per interval and never raises "
+        "(`test_reports_during_an_outage_never_stop_training_and_reach_the_database_after_it`"
+        ").",
         "",
         "The same window covers a `redis://` storage (Redis stopped or restarting) and a "
         "`grpc://` one (the storage proxy stopped or restarting): the same retry with backoff "

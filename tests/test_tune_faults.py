@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -321,3 +322,50 @@ def test_outage_past_the_window_stops_in_one_line_and_the_next_run_recovers(
     assert trials[running.number].state == TrialState.FAIL  # failed as stale on start
     assert counts.complete == 1 and counts.finished == 1
     assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def test_reports_during_an_outage_never_stop_training_and_reach_the_database_after_it(
+    own_postgres,
+):
+    from types import SimpleNamespace
+
+    from fxai_tune.tune import OptunaPruningCallback, make_storage
+
+    name = f"reports_{os.getpid()}_{time.monotonic_ns()}"
+    study = optuna.create_study(
+        study_name=name, storage=make_storage(own_postgres.url, outage_window=60),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=0, n_warmup_steps=0),
+        direction="maximize",
+    )
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    callback = OptunaPruningCallback(trial, "val/reward")
+
+    def validate(value: float) -> None:  # what Lightning calls after each validation
+        trainer = SimpleNamespace(
+            sanity_checking=False, callback_metrics={"val/reward": value},
+            is_global_zero=True, strategy=SimpleNamespace(broadcast=lambda verdict: verdict),
+        )
+        callback.on_validation_end(trainer, None)
+
+    validate(0.1)
+    own_postgres.stop()
+    try:
+        began = time.monotonic()
+        validate(0.2)  # the database is away: queued, no pruning verdict, no wait
+        validate(0.3)
+        assert time.monotonic() - began < 5
+    finally:
+        own_postgres.start()
+    study.tell(trial, 0.3)  # writes the queued reports first
+    [stored] = optuna.load_study(
+        study_name=name, storage=make_storage(own_postgres.url)
+    ).get_trials()
+    assert stored.state == TrialState.COMPLETE
+    assert stored.intermediate_values == {0: 0.1, 1: 0.2, 2: 0.3}
+
+    own_postgres.stop()
+    threading.Timer(1.5, own_postgres.start).start()
+    second = study.ask()  # creating a trial, sampling and reading wait for the database
+    second.suggest_float("x", 0.0, 1.0)
+    assert len(study.get_trials()) == 2

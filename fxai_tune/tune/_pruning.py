@@ -10,6 +10,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from typing_extensions import override
 
+from fxai_tune.tune._storage import storage_unreachable
+
 __all__ = ["OptunaPruningCallback", "ValidationHistory", "pruned_in_subprocess"]
 
 
@@ -106,8 +108,14 @@ class OptunaPruningCallback(Callback):
         return stand_in
 
     def report(self, value: float, step: int) -> bool:
-        """Report ``value`` at ``step`` to the trial; whether its pruner stops it."""
+        """Report ``value`` at ``step`` to the trial; whether its pruner stops it.
+
+        While the database is away the report is queued and training goes on: the verdict
+        waits for the first validation after it is back (issue 11).
+        """
         self.trial.report(value, step=step)
+        if storage_unreachable(self.trial.study._storage):
+            return False
         return self.trial.should_prune()
 
     def report_from_rank(self, value: float, step: int, validations: int) -> bool:

@@ -269,13 +269,15 @@ class _OutageGuard:
         self.deadline: float | None = None
         self.recovered_at = -math.inf
         self.gave_up = False
+        self.pending: list[tuple[Any, tuple[Any, ...]]] = []
+        self.flushing = threading.local()
         self.lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "lock"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("lock", "flushing")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, lock=threading.Lock())
+        self.__dict__.update(state, lock=threading.Lock(), flushing=threading.local())
 
     def message(self) -> str:
         return (
@@ -291,27 +293,85 @@ class _OutageGuard:
         grace = (grace_period or 2 * interval) + 2 * interval
         return self.deadline is not None or time.monotonic() - self.recovered_at < grace
 
+    def away(self) -> bool:
+        """Whether the server is away, or calls deferred during its absence are still queued."""
+        return self.deadline is not None or bool(self.pending)
+
+    def defer(self, function: Any, *args: Any) -> None:
+        """``function(*args)`` now if the server answers; while it is away, queued (in order)
+        for the next `call`, which makes them first, and this returns at once.
+
+        For a trial's intermediate reports: training goes on while the database is away
+        (issue 11). Queued calls past the window are lost with the trial, which is re-run.
+        """
+        with self.lock:
+            if self.deadline is not None or self.pending:
+                self.pending.append((function, args))
+                return
+        try:
+            function(*args)
+        except Exception as error:
+            cause = _is_outage(error, self.backend)
+            if cause is None:
+                raise
+            self._outage_began(cause)
+            with self.lock:
+                self.pending.append((function, args))
+
+    def _outage_began(self, cause: BaseException) -> float:
+        """The deadline of the outage ``cause`` belongs to (starting it if it is new)."""
+        with self.lock:
+            if self.deadline is None:
+                self.deadline = time.monotonic() + self.window
+                _log.warning(
+                    "%s at %s unreachable (%s); retrying for up to %g s",
+                    self.server, self.where, mask_password(_first_line(cause)), self.window,
+                )
+            return self.deadline
+
+    def _flush(self) -> None:
+        """Make the deferred calls, oldest first (an outage error leaves the rest queued).
+
+        Not from within a deferred call: it calls other guarded methods of the storage."""
+        if getattr(self.flushing, "active", False):
+            return
+        self.flushing.active = True
+        try:
+            self._flush_pending()
+        finally:
+            self.flushing.active = False
+
+    def _flush_pending(self) -> None:
+        while True:
+            with self.lock:
+                if not self.pending:
+                    return
+                function, args = self.pending[0]
+            try:
+                function(*args)  # a repeat (two threads flushing) rewrites the same value
+            except Exception as error:
+                if _is_outage(error, self.backend) is not None:
+                    raise
+                # not the server's absence (e.g. the trial was finished meanwhile): drop it
+                _log.warning("deferred storage call dropped: %s", _first_line(error))
+            with self.lock:
+                if self.pending and self.pending[0][0] is function and self.pending[0][1] is args:
+                    self.pending.pop(0)
+
     def call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
         delay = 0.5
         while True:
             if self.gave_up:
                 raise DatabaseOutage(self.message())
             try:
+                self._flush()
                 result = function(*args, **kwargs)
             except Exception as error:
                 cause = _is_outage(error, self.backend)
                 if cause is None:
                     raise
                 now = time.monotonic()
-                with self.lock:
-                    if self.deadline is None:
-                        self.deadline = now + self.window
-                        _log.warning(
-                            "%s at %s unreachable (%s); retrying for up to %g s",
-                            self.server, self.where, mask_password(_first_line(cause)),
-                            self.window,
-                        )
-                    deadline = self.deadline
+                deadline = self._outage_began(cause)
                 if now >= deadline:
                     self.gave_up = True
                     raise DatabaseOutage(self.message()) from None
@@ -334,11 +394,15 @@ def ride_out(guard: _OutageGuard | None, function: Any, /, *args: Any, **kwargs:
     return guard.call(function, *args, **kwargs)
 
 
-def install_ride_out(cls: type, base: type, *, skip: frozenset[str]) -> None:
-    """Give ``cls`` a version of each public method of ``base`` (but ``skip``) that calls it
-    through the instance's ``_guard`` (`_OutageGuard`, or None for plain calls)."""
+def install_ride_out(
+    cls: type, base: type, *, skip: frozenset[str], private: frozenset[str] = frozenset()
+) -> None:
+    """Give ``cls`` a version of each public method of ``base`` (but ``skip``), and of the
+    ``private`` ones, that calls it through the instance's ``_guard`` (`_OutageGuard`, or
+    None for plain calls)."""
     for name in dir(base):
-        if name.startswith("_") or name in skip or not callable(getattr(base, name)):
+        public = not name.startswith("_") and name not in skip
+        if not (public or name in private) or not callable(getattr(base, name)):
             continue
         if isinstance(inspect.getattr_static(base, name), staticmethod | classmethod):
             continue
@@ -382,12 +446,32 @@ class _RideOutRDBStorage(optuna.storages.RDBStorage):
             return []
         return self._guard.call(super()._get_stale_trial_ids, study_id)
 
+    def set_trial_intermediate_value(
+        self, trial_id: int, step: int, intermediate_value: float
+    ) -> None:
+        # a validation's report never stops training: queued while the database is away,
+        # written before the next call that reaches it (the trial's tell at the latest)
+        self._guard.defer(
+            super().set_trial_intermediate_value, trial_id, step, intermediate_value
+        )
+
 
 install_ride_out(
     _RideOutRDBStorage,
     optuna.storages.RDBStorage,
-    skip=_NOT_RETRIED | {"record_heartbeat"},
+    skip=_NOT_RETRIED | {"record_heartbeat", "set_trial_intermediate_value"},
+    # what Optuna's `_CachedStorage`, in front of every RDB storage, calls instead of the
+    # public methods: ask, suggest_*, get_trials, best_trial
+    private=frozenset({"_create_new_trial", "_set_trial_param", "_get_trials",
+                       "_get_best_trial_id"}),
 )
+
+
+def storage_unreachable(storage: optuna.storages.BaseStorage) -> bool:
+    """Whether ``storage`` (or the one Optuna's cache wraps) is riding out an outage now."""
+    inner = getattr(storage, "_backend", storage)  # Optuna's `_CachedStorage` wraps RDB ones
+    guard = getattr(inner, "_guard", None)
+    return isinstance(guard, _OutageGuard) and guard.away()
 
 
 def make_storage(
