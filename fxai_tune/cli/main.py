@@ -409,12 +409,15 @@ def _check_timeout(timeout: float | None) -> None:
 
 
 def _open(config, storage: str | None):  # noqa: ANN001, ANN202
-    from fxai_tune.tune import StudyError, mask_password, open_study
+    from fxai_tune.tune import StudyError, StudyLockError, mask_password, open_study
 
     try:
         return open_study(config, storage)
     except StudyError as error:  # the stored study optimises something else
         raise fail(mask_password(str(error))) from None
+    except StudyLockError as error:  # not bad input: a frozen worker holds the lock
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 AllowSpaceChangeOption = Annotated[
@@ -611,6 +614,7 @@ def worker(
         DatabaseOutage,
         FailureRateExceeded,
         StudyError,
+        StudyLockError,
         mask_password,
         run_worker,
     )
@@ -647,6 +651,9 @@ def worker(
         )
     except StudyError as error:  # the stored study optimises something else
         raise fail(mask_password(str(error))) from None
+    except StudyLockError as error:  # not bad input: a frozen worker holds the lock
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     except FailureRateExceeded as error:
         err_console.print(str(error), highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILURE_RATE) from None

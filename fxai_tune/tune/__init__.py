@@ -45,6 +45,8 @@ from fxai_tune.tune._space import SearchSpace, SpaceError, load_search_space
 from fxai_tune.tune._storage import (
     DatabaseOutage,
     StorageError,
+    StudyLockError,
+    StudyLockTimeout,
     check_storage_for_workers,
     check_storage_reachable,
     find_study,
@@ -74,6 +76,8 @@ __all__ = [
     "StudyConfig",
     "StudyCounts",
     "StudyError",
+    "StudyLockError",
+    "StudyLockTimeout",
     "TrialObjective",
     "TrialSeededSampler",
     "ValidationHistory",

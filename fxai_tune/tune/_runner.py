@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import time
@@ -27,11 +26,11 @@ from fxai_tune.tune._objective import TrialObjective
 from fxai_tune.tune._provenance import PROVENANCE_ATTR, provenance
 from fxai_tune.tune._redis import redis_study_lock
 from fxai_tune.tune._storage import (
+    STUDY_LOCK_TIMEOUT,
     DatabaseOutage,
-    _OutageGuard,
+    advisory_lock,
     journal_path,
     make_storage,
-    normalize_storage_url,
     storage_backend,
 )
 from fxai_tune.tune._study import StudyConfig
@@ -159,7 +158,11 @@ def count_trials(trials: list[FrozenTrial]) -> StudyCounts:
 
 @contextlib.contextmanager
 def study_lock(
-    storage_url: str, study_name: str, *, outage_window: float | None = None
+    storage_url: str,
+    study_name: str,
+    *,
+    outage_window: float | None = None,
+    lock_timeout: float = STUDY_LOCK_TIMEOUT,
 ) -> Iterator[Callable[[], None]]:
     """A study-wide mutual-exclusion lock; yields a function that releases it early.
 
@@ -169,6 +172,8 @@ def study_lock(
     file storages (SQLite, journal) lock a file beside them.
     With ``outage_window``, taking the lock rides out an outage of its server that long; a lock
     lost with its connection needs no release (the server drops it with the session).
+    A database lock not obtained within ``lock_timeout`` seconds raises `StudyLockTimeout`
+    (`advisory_lock`).
     """
     backend = storage_backend(storage_url)
     if backend == "redis":  # a lease in the same Redis (docs/scaling.md)
@@ -179,67 +184,23 @@ def study_lock(
         with grpc_study_lock(storage_url, study_name, outage_window=outage_window) as release:
             yield release
         return
-    key = int.from_bytes(hashlib.sha1(study_name.encode()).digest()[:7], "big")
+    if backend in ("postgresql", "mysql"):  # a session-level lock in the database
+        with advisory_lock(
+            storage_url, study_name, timeout=lock_timeout, outage_window=outage_window
+        ) as release:
+            yield release
+        return
+    lock_path = _lock_file(storage_url, study_name)
     released = False
-    if backend in ("postgresql", "mysql"):
-        import sqlalchemy
-        import sqlalchemy.pool
+    handle = open(lock_path, "a+")  # noqa: SIM115 - closed by release()
+    fcntl.flock(handle, fcntl.LOCK_EX)
 
-        engine = sqlalchemy.create_engine(
-            normalize_storage_url(storage_url), poolclass=sqlalchemy.pool.NullPool
-        )
-        postgres = backend == "postgresql"
-
-        def lock() -> sqlalchemy.engine.Connection:
-            connection = engine.connect()
-            try:
-                if postgres:
-                    connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-                else:
-                    connection.execute(
-                        sqlalchemy.text("SELECT GET_LOCK(:k, 86400)"), {"k": f"fxai{key}"}
-                    )
-            except Exception:
-                connection.close()
-                raise
-            return connection
-
-        if outage_window is None:
-            connection = lock()
-        else:
-            connection = _OutageGuard(storage_url, outage_window).call(lock)
-
-        def release() -> None:
-            nonlocal released
-            if released:
-                return
+    def release() -> None:
+        nonlocal released
+        if not released:
             released = True
-            try:
-                if postgres:
-                    connection.execute(
-                        sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key}
-                    )
-                else:
-                    connection.execute(
-                        sqlalchemy.text("SELECT RELEASE_LOCK(:k)"), {"k": f"fxai{key}"}
-                    )
-                connection.close()
-            except sqlalchemy.exc.SQLAlchemyError as error:  # lost with the connection
-                log.warning("study lock not released (%s): the server dropped it", error)
-            finally:
-                engine.dispose()
-
-    else:
-        lock_path = _lock_file(storage_url, study_name)
-        handle = open(lock_path, "a+")  # noqa: SIM115 - closed by release()
-        fcntl.flock(handle, fcntl.LOCK_EX)
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                fcntl.flock(handle, fcntl.LOCK_UN)
-                handle.close()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
 
     try:
         yield release

@@ -27,7 +27,9 @@ Passwords never appear in messages: use `mask_password` on anything that shows a
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import importlib.util
 import inspect
 import logging
@@ -38,6 +40,7 @@ import urllib.parse
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +50,12 @@ from sqlalchemy.engine import URL, make_url
 
 __all__ = [
     "STORAGE_SCHEMES",
+    "STUDY_LOCK_TIMEOUT",
     "DatabaseOutage",
     "StorageError",
+    "StudyLockError",
+    "StudyLockTimeout",
+    "advisory_lock",
     "check_storage_for_workers",
     "check_storage_reachable",
     "find_study",
@@ -772,3 +779,166 @@ def find_study(url: str, name: str) -> tuple[optuna.Study | None, list[str]]:
         raise StorageError(
             f"cannot read storage {mask_password(url)!r}: {mask_password(_first_line(error))}"
         ) from None
+
+
+STUDY_LOCK_TIMEOUT = 120.0
+"""Seconds a worker waits for the study lock; it is held only while a trial is created, so
+a longer wait means a holder that froze (a stopped host keeps its connection open)."""
+
+
+class StudyLockError(RuntimeError):
+    """The database could not take the study lock (MySQL's GET_LOCK returned NULL)."""
+
+
+class StudyLockTimeout(StudyLockError):
+    """The study lock was not obtained in time; the message names who holds it."""
+
+
+def _lock_name(url: str, study_name: str) -> tuple[int, str]:
+    """The PostgreSQL advisory key (per database by PostgreSQL's own scoping) and the MySQL
+    lock name of a study; MySQL names are server-wide, so the database is part of it."""
+    key = int.from_bytes(hashlib.sha1(study_name.encode()).digest()[:7], "big")
+    database = make_url(normalize_storage_url(url)).database or ""
+    scoped = hashlib.sha1(f"{database}\0{study_name}".encode()).hexdigest()
+    return key, f"fxai_tune.{scoped}"  # <= 64 characters, MySQL's limit
+
+
+def _is_lock_timeout(error: BaseException) -> bool:
+    """PostgreSQL's lock_not_available (55P03): ``lock_timeout`` expired."""
+    orig = getattr(error, "orig", None)
+    return "55P03" in (getattr(orig, "pgcode", None), getattr(orig, "sqlstate", None))
+
+
+def _pg_holder(connection: Any, key: int) -> str:
+    """`` (held by backend PID from ADDR, state S)`` for the session holding advisory ``key``."""
+    import sqlalchemy
+
+    try:
+        row = connection.execute(
+            sqlalchemy.text(
+                "SELECT a.pid, a.client_addr, a.state FROM pg_locks l JOIN pg_stat_activity a "
+                "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+                "AND l.classid = :high AND l.objid = :low AND l.objsubid = 1"
+            ),
+            {"high": key >> 32, "low": key & 0xFFFFFFFF},
+        ).first()
+    except sqlalchemy.exc.SQLAlchemyError:
+        return ""
+    if row is None:
+        return ""
+    return f" (held by backend pid {row.pid} from {row.client_addr or 'a local socket'}, " \
+        f"state {row.state!r})"
+
+
+@contextlib.contextmanager
+def advisory_lock(
+    url: str,
+    study_name: str,
+    *,
+    timeout: float = STUDY_LOCK_TIMEOUT,
+    outage_window: float | None = None,
+) -> Iterator[Callable[[], None]]:
+    """A session-level PostgreSQL/MySQL lock on study ``study_name``; yields its release.
+
+    The connection runs in autocommit, so it never sits "idle in transaction" while the lock
+    is held (``idle_in_transaction_session_timeout`` would drop it, and the lock with it).
+    PostgreSQL: ``pg_advisory_lock`` under ``lock_timeout``; MySQL: ``GET_LOCK`` with a
+    timeout, whose result is checked (1 taken, 0 timeout, NULL error). A transaction-pooling
+    proxy (PgBouncer ``pool_mode=transaction``) cannot carry a session lock: connect the
+    workers to the server or a session-pooling proxy.
+
+    Args:
+        url: PostgreSQL or MySQL storage URL.
+        study_name: The study locked.
+        timeout: Seconds to wait for the lock before `StudyLockTimeout`.
+        outage_window: Seconds to ride out an unreachable database (None: fail at once).
+
+    Raises:
+        StudyLockTimeout: Not obtained within ``timeout`` (names the holder on PostgreSQL).
+        DatabaseOutage: The database stayed away for longer than ``outage_window``.
+    """
+    import sqlalchemy.pool
+
+    backend = storage_backend(url)
+    if backend not in ("postgresql", "mysql"):
+        raise ValueError(f"advisory locks need a PostgreSQL or MySQL URL, got {backend=}")
+    postgres = backend == "postgresql"
+    key, name = _lock_name(url, study_name)
+    engine = sqlalchemy.create_engine(
+        normalize_storage_url(url),
+        poolclass=sqlalchemy.pool.NullPool,
+        isolation_level="AUTOCOMMIT",
+        connect_args=_connect_args(backend),
+    )
+    text = sqlalchemy.text
+
+    def lock() -> tuple[sqlalchemy.engine.Connection | None, str]:
+        """The connection holding the lock, or None and who holds it when the wait ended."""
+        connection = engine.connect()
+        try:
+            if postgres:
+                connection.execute(
+                    text("SELECT set_config('lock_timeout', :ms, false)"),
+                    {"ms": f"{max(1, round(timeout * 1000))}ms"},
+                )
+                try:
+                    connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                    return connection, ""
+                except sqlalchemy.exc.OperationalError as error:
+                    if not _is_lock_timeout(error):
+                        raise
+                # raised outside the handler: its context is not taken for an outage
+            else:
+                got = connection.execute(
+                    text("SELECT GET_LOCK(:n, :t)"), {"n": name, "t": max(0, math.ceil(timeout))}
+                ).scalar()
+                if got == 1:
+                    return connection, ""
+                if got is None:
+                    raise StudyLockError(
+                        f"GET_LOCK({name!r}) failed on {mask_password(url)} (NULL: the server "
+                        "could not take the lock, e.g. out of memory or the thread was killed)"
+                    )
+        except BaseException:
+            connection.close()
+            raise
+        holder = _pg_holder(connection, key) if postgres else ""
+        connection.close()
+        return None, holder
+
+    try:
+        connection, holder = (
+            lock() if outage_window is None else _OutageGuard(url, outage_window).call(lock)
+        )
+    except BaseException:
+        engine.dispose()
+        raise
+    if connection is None:
+        engine.dispose()
+        raise StudyLockTimeout(
+            f"the study lock of {study_name!r} on {mask_password(url)} was not free within "
+            f"{timeout:g} s{holder}: a worker froze while holding it (it is held only "
+            "while a trial is created); stop or restart that worker, or end its session"
+        )
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if released:
+            return
+        released = True
+        try:
+            if postgres:
+                connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            else:
+                connection.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": name})
+            connection.close()
+        except sqlalchemy.exc.SQLAlchemyError as error:  # lost with the connection
+            _log.warning("study lock not released (%s): the server dropped it", error)
+        finally:
+            engine.dispose()
+
+    try:
+        yield release
+    finally:
+        release()
