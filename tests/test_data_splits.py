@@ -140,14 +140,18 @@ def test_market_data_shares_read_only_arrays_across_splits(manager: DataManager)
         train.close[0] = 1.0
 
 
-def test_manager_walk_forward_never_reaches_the_test_split(manager: DataManager) -> None:
-    folds = manager.walk_forward(3)
-    assert len(folds) == 3
-    for train, val in folds:
-        assert val.start - train.end >= manager.gap
-        assert val.end <= manager.splits["test"].start - manager.gap
-        assert train.name.endswith("/train") and val.name.endswith("/val")
-    assert folds[0][0].features["1h"] is not manager.market("train").features["1h"]
+def test_manager_folds_never_reach_the_test_split(manager: DataManager) -> None:
+    """The folds trials train on (``n_folds``/``fold``): purged, before the test split."""
+    test = manager.splits["test"]
+    for fold in range(3):
+        folded = DataManager(
+            DataConfig(n_folds=3, fold=fold, embargo_bars=4), windows=WINDOWS
+        )
+        train, val = folded.splits["train"], folded.splits["val"]
+        assert val.start - train.end >= manager.gap + 4
+        assert val.end <= test.start - manager.gap
+        assert folded.splits["test"] == test
+        assert folded.market("train").features["1h"] is not manager.market("train").features["1h"]
 
 
 @pytest.mark.parametrize(

@@ -88,3 +88,13 @@ def test_mysql_lock_name_is_scoped_to_the_database():
     two = _lock_name("mysql+pymysql://root@h/two", "demo")[1]
     assert one != two and len(one) <= 64
     assert one == _lock_name("mysql+pymysql://other@h2/one", "demo")[1]
+
+
+def test_sqlite_storage_waits_a_minute_for_another_writer(tmp_path):
+    """Workers sharing a SQLite file (started by `run` or elsewhere) wait 60 s for a lock,
+    not sqlite3's 5 s, before "database is locked"."""
+    from fxai_tune.tune import make_storage
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'wait.db'}")
+    with storage.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 60_000

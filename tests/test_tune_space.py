@@ -392,12 +392,6 @@ def test_constraint_takes_unsampled_operands_from_the_base_config():
     assert space.apply(base, values).ppo.batch_size == 96
 
 
-def test_values_from_params_replays_a_trial():
-    space = SearchSpace.from_dict(CONDITIONAL)
-    for _, values, frozen in random_trials(space, 10, seed=3):
-        assert space.values_from_params(frozen.params) == values
-
-
 # --------------------------------------------------------------------------------------------
 # apply
 

@@ -283,12 +283,31 @@ def _print_final_report(report, run_dir: Path) -> None:  # noqa: ANN001 - lazy i
     lines += search_lines(report.search)
     lines.append(f"Verdict: {report.verdict}")
     _print_report(
-        f"{report.split.capitalize()}-split report ({run_dir})",
+        # the run directory goes on a line of its own: a title wraps at the table's width
+        f"{report.split.capitalize()}-split report",
         dict(report.results),
-        note=f"Checkpoints, logs, report.json and the equity curve are in {run_dir}",
+        note=f"In {run_dir}: {_written(run_dir, report.split)}",
         confidence=bootstrap.get("confidence"),
         lines=lines,
     )
+
+
+def _written(run_dir: Path, split: str) -> str:
+    """What the run directory really holds, of checkpoints, logs, report and equity curve."""
+    run_dir = Path(run_dir)
+    found = [
+        label
+        for label, path in (
+            ("checkpoints/", run_dir / "checkpoints"),
+            ("tensorboard/ and csv/ logs", run_dir / "csv"),
+            ("report.json", run_dir / "report.json"),
+            (f"the equity curve equity_{split}.png", run_dir / f"equity_{split}.png"),
+        )
+        if path.exists()
+    ]
+    if not found:
+        return "nothing written"
+    return ", ".join(found[:-1]) + (" and " if len(found) > 1 else "") + found[-1]
 
 
 StudyOption = Annotated[

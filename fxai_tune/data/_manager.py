@@ -198,42 +198,11 @@ class DataManager:
         return self._market(split)
 
     def test_market(self) -> MarketData:
-        """`MarketData` of the held-out test split, for the final report only."""
-        log.info("Reading the test split (%s)", self._span(self.splits["test"]))
+        """`MarketData` of the held-out test split, for the final report only (logged once:
+        the report runs every policy on the same split)."""
+        if "test" not in self._cache:
+            log.info("Reading the test split (%s)", self._span(self.splits["test"]))
         return self._market("test")
-
-    def walk_forward(
-        self,
-        n_folds: int,
-        *,
-        val_bars: int | None = None,
-        train_bars: int | None = None,
-    ) -> list[tuple[MarketData, MarketData]]:
-        """Walk-forward folds over the train + val region (the test split is never touched).
-
-        Each fold gets its own normaliser, fitted on that fold's train rows only.
-
-        Args:
-            n_folds: Number of folds (>= 1).
-            val_bars: Validation bars per fold; default: region // (n_folds + 1).
-            train_bars: Rolling train length in bars; None anchors train at the data start.
-
-        Returns:
-            ``[(train, val), ...]`` for every fold, in time order.
-        """
-        region_end = self.splits["val"].end
-        folds = walk_forward_splits(
-            region_end, n_folds=n_folds, gap=self.gap, val_bars=val_bars,
-            train_bars=train_bars, min_bars=self.gap, source=self.source,
-            timestamps=pd.DatetimeIndex(self.bars.index),
-        )
-        out = []
-        for train, val in folds:
-            _, features = self._normalise(train)
-            out.append(
-                (self._make(train.name, train, features), self._make(val.name, val, features))
-            )
-        return out
 
     def _fold_splits(self, n_folds: int, fold: int, embargo_bars: int) -> dict[str, Split]:
         """Fold ``fold`` of ``n_folds`` walk-forward folds over train + val as the train and val

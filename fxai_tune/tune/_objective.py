@@ -64,8 +64,7 @@ class TrialObjective:
 
     def trial_config(self, trial: optuna.Trial) -> TrainConfig:
         """Sample this trial's parameters into the study's base config."""
-        values = self.study.space.sample(trial)
-        config = self.study.space.apply(self.study.base_config, values)
+        values, config = self.study.sample_config(trial)
         # one device per worker, unless the study trains each trial with ddp_spawn itself
         ddp = spawns_ranks(config.trainer.strategy)
         trainer = dataclasses.replace(

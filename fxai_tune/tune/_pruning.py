@@ -73,30 +73,20 @@ class ValidationHistory(Callback):
 class OptunaPruningCallback(Callback):
     """Reports ``monitor`` to an Optuna trial at every validation and prunes on its verdict.
 
-    The step reported is the validation index (0, 1, 2 ...) or, with ``step="timesteps"``,
-    the env steps so far; either way several validations never share a step. Lightning's
-    sanity check is skipped. Under DDP only rank 0 talks to the trial; its decision is
-    broadcast so every rank stops together. Under ``ddp_spawn`` the trial stays in its own
-    process: `relayed` gives the copy the spawned ranks run, which asks it there.
+    The step reported is the validation index (0, 1, 2 ...): the same step of two trials is
+    the same point of their budgets, which pruners compare. Lightning's sanity check is
+    skipped. Under DDP only rank 0 talks to the trial; its decision is broadcast so every rank
+    stops together. Under ``ddp_spawn`` the trial stays in its own process: `relayed` gives
+    the copy the spawned ranks run, which asks it there.
 
     Args:
         trial: The trial being trained.
         monitor: Logged metric to report (the tuner's objective).
-        step: "validation" (index) or "timesteps".
     """
 
-    def __init__(
-        self,
-        trial: optuna.Trial,
-        monitor: str = "val/episode_reward",
-        *,
-        step: str = "validation",
-    ) -> None:
-        if step not in ("validation", "timesteps"):
-            raise ValueError(f"step must be 'validation' or 'timesteps', got {step=}")
+    def __init__(self, trial: optuna.Trial, monitor: str = "val/episode_reward") -> None:
         self.trial = trial
         self.monitor = monitor
-        self.step = step
         self.validations = 0
         self._relay: Any = None  # (relay, name) in a spawned rank's copy
 
@@ -138,7 +128,7 @@ class OptunaPruningCallback(Callback):
                 f"pruning monitors {self.monitor!r}, which was not logged; "
                 f"logged metrics: {sorted(trainer.callback_metrics)}"
             )
-        step = self.validations if self.step == "validation" else trainer.datamodule.env_steps
+        step = self.validations
         self.validations += 1
         should_prune = False
         if trainer.is_global_zero:

@@ -483,20 +483,6 @@ class SearchSpace:
             trial.set_user_attr(REPAIRED_ATTR, repaired)
         return values
 
-    def values_from_params(
-        self, params: Mapping[str, Any], *, base: TrainConfig | None = None
-    ) -> dict[str, Any]:
-        """Rebuild the values of a finished trial from its ``trial.params``.
-
-        Raises:
-            SpaceError: When the parameters do not belong to this space.
-        """
-        try:
-            return self.sample(optuna.trial.FixedTrial(dict(params)), base=base)
-        except ValueError as error:
-            message = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise SpaceError(f"{self.source}: params do not fit this space: {message}") from None
-
     def _repair(self, values: dict[str, Any], base: TrainConfig | None) -> dict[str, int]:
         if not self.constraints:
             return {}

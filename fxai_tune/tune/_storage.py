@@ -87,6 +87,10 @@ _PASSWORD_IN_TEXT = re.compile(r"(://[^\s:/@]*:)([^\s@]*)(@)")
 
 _log = logging.getLogger(__name__)
 
+SQLITE_BUSY_TIMEOUT = 60.0
+"""Seconds a SQLite connection waits for another process's write lock ("database is
+locked" after that)."""
+
 
 class StorageError(ValueError):
     """A storage URL that cannot be used; the message is one line with the password masked."""
@@ -486,7 +490,6 @@ def make_storage(
     *,
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
-    n_workers: int = 1,
     max_retry: int | None = 3,
     outage_window: float | None = None,
 ) -> optuna.storages.BaseStorage:
@@ -498,8 +501,6 @@ def make_storage(
             disables the heartbeat and the retry of stale trials.
         grace_period: Seconds without a heartbeat after which a trial is failed; None is
             Optuna's default (2 x heartbeat_interval).
-        n_workers: Processes that will share the storage; with SQLite and more than one, the
-            connection waits up to 60 s for a lock instead of 5 s.
         max_retry: Times a heartbeat-stale trial is re-queued (None: without limit).
         outage_window: Seconds a PostgreSQL/MySQL, Redis or gRPC-proxy storage retries its
             calls (with backoff) while its server is unreachable, before `DatabaseOutage`;
@@ -538,8 +539,9 @@ def make_storage(
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        if n_workers > 1:
-            engine_kwargs["connect_args"] = {"timeout": 60}
+        # any number of workers (here or started elsewhere) may share the file: a write waits
+        # up to SQLITE_BUSY_TIMEOUT s for another's lock instead of sqlite3's 5 s
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
     try:
         with warnings.catch_warnings():
             # the heartbeat and its retry callback are still flagged experimental in Optuna 5.0
