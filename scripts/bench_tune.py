@@ -12,9 +12,13 @@ All three compare against a baseline measured in the same run:
 3. storage overhead on PostgreSQL: time spent inside the Optuna storage's methods (public and
    private, the heartbeat thread's included) as a share of the worker's wall time
    (target <= 1%).
+4. workers8: 8 worker processes on one PostgreSQL study of tiny trials vs 1 worker: the study
+   ends with exactly the cap (trial numbers 0..N-1, all complete), no parameters run twice,
+   and trials per hour of each (issue 12).
 
-Usage: ``python scripts/bench_tune.py [--only pruning,scaling,storage] [--trials N]``
-Needs PostgreSQL for part 3 (``FXAI_TEST_POSTGRES_URL``, default local ``test`` database).
+Usage: ``python scripts/bench_tune.py [--only validation,pruning,scaling,storage,workers8]
+[--trials N]``. Needs PostgreSQL for parts 3 and 4 (``FXAI_TEST_POSTGRES_URL``, default local
+``test`` database).
 """
 
 from __future__ import annotations
@@ -271,8 +275,7 @@ def bench_validation(directory: Path) -> None:
     at batch 1 (baseline: the previous validation) against 10 windows in one batch."""
     from fxai_tune.rl import load_train_config, train
 
-    base = (Path(__file__).resolve().parents[1] / "fxai_tune" / "studies" / "configs"
-            / "demo_base.yaml")
+    base = ROOT / "fxai_tune" / "studies" / "configs" / "demo_base.yaml"
     print("validation share of a demo trial (8192 env steps, 8 validations):")
     for label, windows in (("baseline: 1 window, batch 1", 1), ("batched: 10 windows", 10)):
         config = load_train_config(base, [
@@ -287,12 +290,64 @@ def bench_validation(directory: Path) -> None:
               f"({100 * clock.seconds / total:4.1f}%)")
 
 
+TINY_OVERRIDES = ["model.d_model=16", "model.dim_feedforward=32", "ppo.n_envs=4",
+                  "ppo.n_steps=32", "ppo.batch_size=64", "ppo.n_epochs=1",
+                  "env.episode_length=128", "env.curriculum.min_episode_length=32"]
+"""Tiny trials (a second or two of training each): the bench measures coordination."""
+
+
+def bench_workers(directory: Path, n_trials: int, n_workers: int = 8) -> None:
+    """``n_workers`` processes on one PostgreSQL study vs 1: exact cap, no duplicated
+    parameters, trials per hour (with process start-up, and first start to last end)."""
+    from fxai_tune.tune import load_study_config, make_storage, open_study
+
+    rates, spans = {}, {}
+    for workers in (1, n_workers):
+        name = f"bench_workers{workers}_{os.getpid()}"
+        path = synthetic_study(
+            directory, name, pruner=NO_PRUNER, n_trials=n_trials, total_timesteps=512,
+            storage=POSTGRES_URL,
+        )
+        study = yaml.safe_load(path.read_text())
+        study["overrides"] = TINY_OVERRIDES
+        study["budget"]["val_every_n_iterations"] = 2
+        path.write_text(yaml.safe_dump(study, sort_keys=False))
+        config = load_study_config(path)
+        try:
+            elapsed = _run_workers(path, workers, n_trials)
+            trials = open_study(config).trials
+            numbers = sorted(t.number for t in trials)
+            complete = all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+            distinct = len({tuple(sorted(t.params.items())) for t in trials})
+            ran = len({t.user_attrs.get("worker") for t in trials})
+            start = min(t.datetime_start for t in trials)
+            end = max(t.datetime_complete for t in trials)
+            rates[workers] = n_trials / elapsed * 3600
+            spans[workers] = n_trials / (end - start).total_seconds() * 3600
+        finally:
+            optuna.delete_study(study_name=name, storage=make_storage(config.storage))
+        cap = "exact" if numbers == list(range(n_trials)) and complete else f"WRONG {numbers}"
+        print(
+            f"workers8: {workers} worker(s) on PostgreSQL, cap {n_trials}: {len(trials)} "
+            f"trials ({cap}), {distinct} distinct parameter sets "
+            f"({'no duplicates' if distinct == len(trials) else 'DUPLICATES'}), {ran} "
+            f"worker(s) ran trials; {rates[workers]:,.0f} trials/h with start-up "
+            f"({elapsed:.0f} s), {spans[workers]:,.0f} trials/h first start to last end"
+        )
+    print(
+        f"workers8: {n_workers} workers vs 1: {rates[n_workers] / rates[1]:.2f}x trials/h with "
+        f"start-up, {spans[n_workers] / spans[1]:.2f}x while trials run ({os.cpu_count()} CPUs)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="validation,pruning,scaling,storage")
+    parser.add_argument("--only", default="validation,pruning,scaling,storage,workers8")
     parser.add_argument("--trials", type=int, default=20, help="trials per pruning study")
     parser.add_argument("--timesteps", type=int, default=16_384, help="env steps per trial")
     parser.add_argument("--repeats", type=int, default=2, help="scaling repeats")
+    parser.add_argument("--worker-trials", type=int, default=16,
+                        help="trial cap of the workers8 studies")
     args = parser.parse_args()
     parts = set(args.only.split(","))
     with tempfile.TemporaryDirectory() as tmp:
@@ -306,6 +361,8 @@ def main() -> None:
         if "storage" in parts:
             for timesteps in (args.timesteps, 4 * args.timesteps):
                 bench_storage(directory, 3, timesteps)
+        if "workers8" in parts:
+            bench_workers(directory, args.worker_trials)
 
 
 if __name__ == "__main__":
