@@ -398,7 +398,10 @@ def _read_study(study: str | None, study_name: str | None, storage: str | None):
             raise fail(mask_password(str(error))) from None
         return _stored_study(config, storage, required=True), config
     if storage is None:
-        raise fail(f"--study-name {study_name!r} needs --storage URL (where the study is stored)")
+        raise fail(
+            f"--study-name {study_name!r} needs --storage URL (or ${STORAGE_ENV}): where the "
+            "study is stored"
+        )
     try:
         stored, names = find_study(storage, study_name)
     except StorageError as error:
