@@ -53,6 +53,7 @@ __all__ = [
     "HydraTrainerConfig",
     "LoggerConfig",
     "ObjectiveConfig",
+    "preflight_sweep",
     "register_configs",
     "run_task",
     "to_train_config",
@@ -244,6 +245,35 @@ def _section(cfg: DictConfig, key: str, schema: type) -> Any:
 
 
 # -- the task ------------------------------------------------------------------------------------
+
+
+def preflight_sweep(cfg: DictConfig) -> None:
+    """Refuse, before a sweep's first trial, a config that every job would fail on.
+
+    The ``fxai_optuna`` sweeper calls it (as the task's ``fxai_preflight``) with the config
+    its jobs get before sampling: the checks of ``fxai-tune run``'s pre-flight
+    (`fxai_tune.tune.check_config_builds`: the data loaded and validated, the envs and the
+    policy built, the objective's metrics logged by a validation), so a bad data file, env or
+    policy config is one line and exit code 2, not a failed trial per job (issue 11).
+
+    Raises:
+        fxai_tune.tune.PreflightError: One line naming the bad key or value.
+    """
+    import tempfile
+
+    from fxai_tune.rl import ConfigError
+    from fxai_tune.tune import PreflightError, check_config_builds
+
+    where = "the sweep's job config"
+    with tempfile.TemporaryDirectory(prefix="fxai-preflight-") as run_dir:
+        try:
+            objective: ObjectiveConfig = _section(cfg, "objective", ObjectiveConfig)
+            config = to_train_config(cfg, run_dir=run_dir)
+        except (ConfigError, ValueError, TypeError) as error:
+            lines = str(error).strip().splitlines()
+            first = lines[0] if lines else type(error).__name__
+            raise PreflightError(f"{where}: {first}") from None
+        check_config_builds(config, objective.spec(), where=where)
 
 
 def _run_dir(cfg: DictConfig) -> str:

@@ -18,15 +18,19 @@ from collections.abc import Sequence
 import hydra
 from omegaconf import DictConfig
 
-from fxai_tune.hydra_app import run_task
+from fxai_tune.hydra_app import preflight_sweep, run_task
 
 __all__ = ["main", "run_with_args"]
 
 
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float | list[float]:
+def _train(cfg: DictConfig) -> float | list[float]:
     """Train the composed config; return the objective value for sweepers."""
     return run_task(cfg)
+
+
+# the fxai_optuna sweeper runs it once before the first trial (a bad config: exit 2, no trial)
+_train.fxai_preflight = preflight_sweep  # type: ignore[attr-defined]
+main = hydra.main(config_path="conf", config_name="config", version_base="1.3")(_train)
 
 
 def run_with_args(args: Sequence[str], *, prog: str = "fxai-tune train") -> None:

@@ -253,3 +253,51 @@ def test_a_pruning_sweep_of_the_ppo_app_leaves_pruned_trials(tmp_path):
         assert config["run_dir"] == str(tmp_path / "sweep" / str(trial.number))
     results = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
     assert results["trials"] == {"complete": 0, "pruned": 2, "fail": 0}
+
+
+# -- the sweep's pre-flight ----------------------------------------------------------------------
+
+
+def test_the_sweep_preflight_passes_a_config_that_builds(compose_config):
+    from fxai_tune.hydra_app import preflight_sweep
+
+    preflight_sweep(compose_config(*TINY))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [(["data=file", "data.source=/nonexistent/EURUSD.csv", "data.symbol=EURUSD"],
+      "/nonexistent/EURUSD.csv"),
+     (["env.episode_length=100000"], "env.episode_length"),
+     (["objective.metrics=[val/no_such_metric]"], "val/no_such_metric"),
+     (["model.d_model=15"], "d_model")],
+    ids=["missing data file", "episode longer than the data", "unlogged metric",
+         "policy that does not build"],
+)
+def test_the_sweep_preflight_refuses_in_one_line_what_every_job_would_fail_on(
+    compose_config, overrides, named
+):
+    from fxai_tune.hydra_app import preflight_sweep
+    from fxai_tune.tune import PreflightError
+
+    tiny = TINY[3:] if overrides[0] == "data=file" else TINY  # TINY[:3]: synthetic data
+    cfg = compose_config(*tiny, *overrides)
+    with pytest.raises(PreflightError) as error:
+        preflight_sweep(cfg)
+    message = str(error.value)
+    assert "\n" not in message and named in message, message
+
+
+@pytest.mark.slow  # one start of the app: ~8 s
+def test_a_sweep_with_a_bad_data_file_exits_2_in_one_line_before_any_trial(tmp_path):
+    db = tmp_path / "sweep.db"
+    done = _run_app("-m", "hydra/sweeper=fxai_optuna", *TINY[3:], "data=file",
+                    "data.source=/nonexistent/EURUSD.csv", "data.symbol=EURUSD",
+                    f"hydra.sweeper.storage=sqlite:///{db}", "hydra.sweeper.study_name=bad",
+                    f"hydra.sweep.dir={tmp_path / 'multirun'}",
+                    "ppo.learning_rate=interval(1e-4, 1e-3)", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "/nonexistent/EURUSD.csv" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert not db.exists()  # refused before the study was created

@@ -51,6 +51,8 @@ def main(cfg):
     from hydra_plugins.fxai_optuna_sweeper import current_trial
 
     trial = current_trial()
+    if trial is not None:  # the job's own process writes to its trial
+        trial.set_user_attr("job_pid", os.getpid())
     if cfg.barrier:
         pathlib.Path(cfg.barrier, str(os.getpid())).touch()
         deadline = time.monotonic() + 120
@@ -567,3 +569,246 @@ def test_a_storage_password_never_lands_in_the_files_hydra_writes(toy, tmp_path)
             optuna.delete_study(study_name=name, storage=storage)
         except KeyError:
             pass
+
+
+# -- the study, its lock and heartbeat (in process, with a stand-in launcher) -----------------
+
+
+class _FakeLauncher:
+    """Runs each job as ``job(overrides)`` in this process; collects what jobs saw."""
+
+    def __init__(self, job):
+        self.job = job
+
+    def launch(self, job_overrides, initial_job_idx):
+        from hydra.core.utils import JobReturn, JobStatus
+
+        return [JobReturn(overrides=list(o), status=JobStatus.COMPLETED,
+                          _return_value=self.job(list(o)))
+                for o in job_overrides]
+
+
+def _sweeper(impl, tmp_path, job=lambda overrides: 1.0, config=None, **keys):
+    from omegaconf import OmegaConf
+
+    values = dict(sampler=None, direction="maximize", storage=None, study_name=None,
+                  n_trials=1, n_jobs=1, max_failure_rate=0.0, search_space=None, params=None,
+                  custom_search_space=None, pruner=None)
+    sweeper = impl.SweeperImpl(**{**values, **keys})
+    sweeper.config = OmegaConf.create(config or {})
+    sweeper.launcher = _FakeLauncher(job)
+    sweeper.sweep_dir = tmp_path / "sweep"
+    return sweeper
+
+
+@pytest.fixture
+def fresh_postgres():
+    """The URL of a new, empty PostgreSQL database (dropped afterwards)."""
+    import sqlalchemy
+
+    from fxai_tune.tune import normalize_storage_url
+
+    try:
+        admin = sqlalchemy.create_engine(normalize_storage_url(POSTGRES_URL),
+                                         isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            database = unique_name("fxai_fresh").lower().replace("-", "_")
+            connection.execute(sqlalchemy.text(f"CREATE DATABASE {database}"))
+    except Exception as error:  # noqa: BLE001 - any connection problem
+        if "FXAI_TEST_POSTGRES_URL" in os.environ:
+            raise
+        pytest.skip(f"PostgreSQL not reachable: {error}")
+    yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{database}"
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f"DROP DATABASE {database} WITH (FORCE)"))
+    admin.dispose()
+
+
+def test_two_sweeps_opening_a_fresh_postgresql_study_at_once_both_succeed(
+    impl, tmp_path, fresh_postgres
+):
+    # without the study lock, one of the two crashed creating Optuna's tables (UniqueViolation)
+    import threading
+
+    sweepers = [_sweeper(impl, tmp_path, storage=fresh_postgres, study_name="fresh")
+                for _ in range(2)]
+    for sweeper in sweepers:
+        sweeper.directions = ["maximize"]
+    barrier, opened, errors = threading.Barrier(2), [], []
+
+    def open_study(sweeper):
+        barrier.wait()
+        try:
+            opened.append(sweeper._open_study(impl.SweepSpace()).study_name)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(f"{type(error).__name__}: {str(error)[:200]}")
+
+    threads = [threading.Thread(target=open_study, args=(s,)) for s in sweepers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert opened == ["fresh", "fresh"]
+
+
+def _heartbeats(db: Path) -> dict[int, object]:
+    import sqlite3
+
+    with sqlite3.connect(db) as connection:
+        return dict(connection.execute("SELECT trial_id, heartbeat FROM trial_heartbeats"))
+
+
+def test_a_sweep_job_beats_while_it_runs(impl, tmp_path):
+    import time
+
+    db = tmp_path / "beat.db"
+    seen = []
+
+    def job(overrides):
+        time.sleep(1.5)  # more than the heartbeat interval
+        seen.append(_heartbeats(db))
+        return 1.0
+
+    sweeper = _sweeper(impl, tmp_path, job, storage=f"sqlite:///{db}", study_name="beat",
+                       heartbeat_interval=1, grace_period=3)
+    sweeper.sweep(["x=interval(0, 1)"])
+    assert len(seen) == 1 and len(seen[0]) == 1, seen  # the running trial had a heartbeat
+
+
+def test_a_killed_sweeps_trial_is_failed_and_rerun_without_using_up_the_cap(impl, tmp_path):
+    import time
+
+    from fxai_tune.tune import count_trials, create_or_load_study
+
+    storage = f"sqlite:///{tmp_path / 'killed.db'}"
+    # what a sweep killed mid-job leaves: a RUNNING trial whose heartbeat stopped
+    study = create_or_load_study(storage, "killed", directions=["maximize"],
+                                 heartbeat_interval=1, grace_period=1)
+    trial = study.ask({"x": FloatDistribution(0, 1)})
+    study._storage.record_heartbeat(trial._trial_id)
+    time.sleep(2.5)  # past grace_period, with SQLite's timestamps in whole seconds
+    jobs = []
+    sweeper = _sweeper(impl, tmp_path, lambda o: jobs.append(o) or 1.0, storage=storage,
+                       study_name="killed", n_trials=1, heartbeat_interval=1, grace_period=1)
+    sweeper.sweep(["x=interval(0, 1)"])
+    trials = optuna.load_study(study_name="killed", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].params == trials[0].params  # the retry re-runs its parameters
+    assert jobs == [[f"x={trials[0].params['x']!r}"]]
+    assert count_trials(trials).counted == 1  # the pair counts once toward n_trials
+
+
+@pytest.mark.parametrize(
+    ("direction", "objective", "expected"),
+    [(None, {"directions": ["maximize"]}, ["maximize"]),
+     (None, {"directions": ["maximize", "minimize"]}, ["maximize", "minimize"]),
+     ("minimize", {"directions": ["maximize"]}, ["minimize"]),  # given: it wins
+     (None, None, ["minimize"])],  # an app without an objective block: hydra-optuna's default
+)
+def test_the_direction_comes_from_the_apps_objective_unless_given(
+    impl, tmp_path, direction, objective, expected
+):
+    config = {"objective": objective} if objective else {}
+    sweeper = _sweeper(impl, tmp_path, direction=direction, config=config)
+    assert sweeper._resolve_directions() == expected
+
+
+def test_the_sweepers_heartbeat_defaults_are_a_study_files():
+    from hydra_plugins.fxai_optuna_sweeper.config import FxaiOptunaSweeperConf
+
+    from fxai_tune.tune import StudyConfig
+
+    fields = StudyConfig.__dataclass_fields__
+    for key in ("heartbeat_interval", "grace_period", "max_retry"):
+        assert getattr(FxaiOptunaSweeperConf, key) == fields[key].default, key
+
+
+@pytest.mark.slow  # two jobs at once in two worker processes: ~15 s each
+@pytest.mark.parametrize(
+    "launcher",
+    [("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"),
+     ("hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5")],
+    ids=["joblib", "submitit_local"],
+)
+def test_jobs_in_other_processes_reach_their_trial_to_report_prune_and_write(
+    toy, tmp_path, launcher
+):
+    pytest.importorskip(launcher[0].split("=")[1].split("_")[0])  # joblib, submitit
+    storage = f"sqlite:///{tmp_path / 'launch.db'}"
+    (tmp_path / "barrier").mkdir()
+    # every value is above `upper`: each job is pruned at its first report, which it can only
+    # learn from the storage
+    toy(*SWEEPER, *launcher, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+        f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=launch",
+        "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.upper=-100",
+        "report_steps=2", f"barrier={tmp_path / 'barrier'}", "x=interval(0, 4)")
+    trials = optuna.load_study(study_name="launch", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.PRUNED] * 2
+    assert [t.intermediate_values for t in trials] == [{0: t.intermediate_values[0]}
+                                                       for t in trials]
+    pids = {t.user_attrs["job_pid"] for t in trials}
+    assert len(pids) == 2 and os.getpid() not in pids  # two processes, at once (the barrier)
+    assert len(list((tmp_path / "barrier").iterdir())) == 2
+
+
+def test_a_study_in_memory_is_refused_with_a_launcher_that_runs_jobs_elsewhere(
+    impl, tmp_path, capsys
+):
+    sweeper = _sweeper(impl, tmp_path, storage=None)
+    sweeper.in_process = False
+    with pytest.raises(SystemExit) as stop:
+        sweeper.sweep(["x=interval(0, 1)"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "hydra.sweeper.storage=null" in err[0] and "valid:" in err[0]
+
+
+class _JobConfigs:
+    """Stands in for Hydra's config loader: the job config is the fixed overrides."""
+
+    def __init__(self):
+        self.asked = []
+
+    def load_sweep_config(self, config, overrides):
+        from omegaconf import OmegaConf
+
+        self.asked.append(list(overrides))
+        return OmegaConf.create({"hydra": {"job": {}}, "overrides": list(overrides)})
+
+
+def test_a_failing_preflight_stops_the_sweep_before_any_trial(impl, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from fxai_tune.tune import PreflightError
+
+    seen = []
+
+    def preflight(cfg):
+        seen.append(dict(cfg))
+        raise PreflightError("the sweep's job config: data: /nope.csv does not exist; valid: "
+                             "a CSV or Parquet file\nsecond line")
+
+    db = tmp_path / "untouched.db"
+    sweeper = _sweeper(impl, tmp_path, storage=f"sqlite:///{db}", study_name="pre")
+    loader = _JobConfigs()
+    sweeper.hydra_context = SimpleNamespace(config_loader=loader)
+    sweeper.preflight = preflight
+    with pytest.raises(SystemExit) as stop:
+        sweeper.sweep(["x=interval(0, 1)", "y=3"])
+    assert stop.value.code == 2
+    assert loader.asked == [["y=3"]]  # the jobs' config before sampling: fixed values only
+    assert seen == [{"overrides": ["y=3"]}]  # without Hydra's own node, as a task gets it
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: the sweep's job config: data: /nope.csv does not exist; valid: "
+                   "a CSV or Parquet file"]
+    assert not db.exists()  # refused before the study was opened
+
+
+def test_the_train_app_hands_the_sweeper_its_preflight():
+    from fxai_tune import train
+    from fxai_tune.hydra_app import preflight_sweep
+
+    # Hydra gives the sweeper the undecorated task function; the sweeper reads this attribute
+    assert train._train.fxai_preflight is preflight_sweep

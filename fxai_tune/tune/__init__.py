@@ -18,7 +18,12 @@ from fxai_tune.tune._launch import (
     watch,
 )
 from fxai_tune.tune._objective import TrialObjective, describe_failure
-from fxai_tune.tune._preflight import PreflightError, check_existing_study, preflight
+from fxai_tune.tune._preflight import (
+    PreflightError,
+    check_config_builds,
+    check_existing_study,
+    preflight,
+)
 from fxai_tune.tune._pruning import OptunaPruningCallback, ValidationHistory
 from fxai_tune.tune._ranks import check_trial_strategy, spawns_ranks
 from fxai_tune.tune._scoring import (
@@ -34,6 +39,7 @@ from fxai_tune.tune._runner import (
     FailureRateExceeded,
     StudyCounts,
     count_trials,
+    create_or_load_study,
     fail_stale_trials,
     open_study,
     requeue_interrupted,
@@ -82,6 +88,7 @@ __all__ = [
     "TrialSeededSampler",
     "ValidationHistory",
     "best_trials",
+    "check_config_builds",
     "check_existing_study",
     "check_storage_for_workers",
     "check_storage_reachable",
@@ -90,6 +97,7 @@ __all__ = [
     "check_unshaped_objective",
     "copy_studies",
     "count_trials",
+    "create_or_load_study",
     "decode_returns",
     "describe_failure",
     "encode_returns",

@@ -34,12 +34,13 @@ from fxai_tune.rl import (
 )
 from fxai_tune.rl._buffer import first_non_finite
 from fxai_tune.tune._ranks import check_trial_strategy
-from fxai_tune.tune._scoring import fold_config
+from fxai_tune.tune._scoring import ObjectiveSpec, fold_config
 from fxai_tune.tune._study import StudyConfig, StudyError, check_stored_objectives
 
 __all__ = [
     "PreflightError",
     "check_artifact_dir",
+    "check_config_builds",
     "check_existing_study",
     "check_training_builds",
     "logged_metrics",
@@ -94,28 +95,46 @@ def logged_metrics(config: TrainConfig, *, periods_per_year: float | None) -> li
 
 
 def check_training_builds(config: StudyConfig) -> None:
-    """Build what every trial builds, once: data, envs (one reset), policy (one forward).
-
-    Each walk-forward fold is built (its data windows differ). The trial's own accelerator is
-    the worker's; the pre-flight runs on the CPU.
+    """Build what every trial of the study builds, once (`check_config_builds`).
 
     Raises:
         PreflightError: One line naming the study file and what is wrong.
     """
     where = str(config.path) if config.path is not None else config.name
-    base = config.base_config
+    check_config_builds(config.base_config, config.objective, where=where, key_prefix="base.")
+
+
+def check_config_builds(
+    base: TrainConfig, objective: ObjectiveSpec, *, where: str, key_prefix: str = ""
+) -> None:
+    """Build what every trial of ``base`` builds, once: data, envs (one reset), policy (one
+    forward), and check the trial strategy and that a validation logs the objective's metrics.
+
+    Shared by ``fxai-tune run`` (a study file's base config) and the Hydra sweeper (the config
+    of a sweep's jobs before sampling). Each walk-forward fold is built (its data windows
+    differ). The trial's own accelerator is the worker's; the pre-flight runs on the CPU.
+
+    Args:
+        base: The training config before a trial's parameters are applied.
+        objective: What a trial's value is.
+        where: What to name in errors (the study file, or the Hydra config).
+        key_prefix: Where ``base``'s keys are in that file (a study file's ``base.``).
+
+    Raises:
+        PreflightError: One line naming ``where`` and what is wrong.
+    """
     try:
         check_trial_strategy(base.trainer.strategy)
     except ValueError as error:
-        raise PreflightError(f"{where}: base.{error}") from None
+        raise PreflightError(f"{where}: {key_prefix}{error}") from None
     if base.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise PreflightError(
             f"{where}: trainer.accelerator={base.trainer.accelerator!r} but no CUDA GPU is "
             "visible on this machine; valid: cpu or auto"
         )
-    for fold in range(config.folds):
-        train_config = fold_config(base, config.objective, fold)
-        label = f" (fold {fold} of {config.folds})" if config.folds > 1 else ""
+    for fold in range(objective.folds):
+        train_config = fold_config(base, objective, fold)
+        label = f" (fold {fold} of {objective.folds})" if objective.folds > 1 else ""
         try:
             datamodule = RLDataModule(train_config)
             _check_episode_length(train_config, datamodule, where, label)
@@ -154,7 +173,7 @@ def check_training_builds(config: StudyConfig) -> None:
             train_config,
             periods_per_year=None if datamodule.data is None else datamodule.data.periods_per_year,
         )
-        missing = [m for m in config.metrics if m not in metrics]
+        missing = [m for m in objective.metrics if m not in metrics]
         if missing:
             raise PreflightError(
                 f"{where}: objective.metrics: {missing[0]!r} is never logged by a validation; "

@@ -39,6 +39,7 @@ __all__ = [
     "FailureRateExceeded",
     "StudyCounts",
     "count_trials",
+    "create_or_load_study",
     "fail_stale_trials",
     "open_study",
     "requeue_interrupted",
@@ -61,8 +62,7 @@ def open_study(
 ) -> optuna.Study:
     """Create the study, or load it if it exists (rerunning a command continues it).
 
-    Under the study lock: workers started together on a fresh database would otherwise race
-    to create Optuna's tables and the study. A seeded sampler draws trial N from
+    Through `create_or_load_study` (under the study lock). A seeded sampler draws trial N from
     ``(seed, N)``, so workers and later runs never propose a trial's parameters again.
     A created study records its metric names and its `provenance` (packages, git commit,
     data file hashes); a stored one must keep the file's directions and metrics.
@@ -72,43 +72,82 @@ def open_study(
     """
     from fxai_tune.tune._study import check_stored_objectives, make_pruner, make_sampler
 
-    url = storage_url or config.storage
-    with study_lock(url, config.name, outage_window=config.outage_window):
+    def record_provenance(study: optuna.Study) -> None:
+        project = config.path.parent if config.path is not None else Path.cwd()
+        study.set_user_attr(PROVENANCE_ATTR, provenance(config.base_config, project_dir=project))
+
+    return create_or_load_study(
+        storage_url or config.storage,
+        config.name,
+        directions=list(config.directions),
+        metrics=list(config.metrics),
+        sampler=make_sampler(config.sampler, n_objectives=len(config.directions)),
+        pruner=make_pruner(config.pruner),
+        heartbeat_interval=config.heartbeat_interval,
+        grace_period=config.grace_period,
+        max_retry=config.max_retry,
+        outage_window=config.outage_window,
+        on_load=lambda study: check_stored_objectives(study, config),
+        on_create=record_provenance,
+    )
+
+
+def create_or_load_study(  # noqa: PLR0913 - the study's settings, keyword-only
+    url: str,
+    name: str | None,
+    *,
+    directions: list[str],
+    metrics: list[str] | None = None,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    max_retry: int | None = 3,
+    outage_window: float | None = None,
+    on_load: Callable[[optuna.Study], None] | None = None,
+    on_create: Callable[[optuna.Study], None] | None = None,
+) -> optuna.Study:
+    """Open the study ``name`` at ``url`` under the study lock, creating it when needed.
+
+    `fxai-tune run`, `fxai-tune worker` and the Hydra sweeper all open studies here: under the
+    lock, processes started together on a fresh database do not race to create Optuna's
+    tables and the study (two sweeps on a fresh PostgreSQL crashed with ``UniqueViolation``).
+    ``metrics`` are set as the study's metric names when it has none. ``name`` None lets
+    Optuna name a new study. The heartbeat settings are `make_storage`'s. ``on_load`` checks
+    a stored study, ``on_create`` completes a new one (both still under the lock).
+    """
+    with study_lock(url, name or "", outage_window=outage_window):
         storage = make_storage(
             url,
-            heartbeat_interval=config.heartbeat_interval,
-            grace_period=config.grace_period,
-            max_retry=config.max_retry,
-            outage_window=config.outage_window,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            max_retry=max_retry,
+            outage_window=outage_window,
         )
-        sampler = make_sampler(config.sampler, n_objectives=len(config.directions))
-        pruner = make_pruner(config.pruner)
         try:
-            storage.get_study_id_from_name(config.name)
-            existed = True
+            existed = name is not None and storage.get_study_id_from_name(name) is not None
         except KeyError:
             existed = False
         if existed:  # load_study: no "Using an existing study" log line on every start
             study = optuna.load_study(
-                study_name=config.name, storage=storage, sampler=sampler, pruner=pruner
+                study_name=name, storage=storage, sampler=sampler, pruner=pruner
             )
-            check_stored_objectives(study, config)
+            if on_load is not None:
+                on_load(study)
         else:
             study = optuna.create_study(
-                study_name=config.name,
+                study_name=name,
                 storage=storage,
                 sampler=sampler,
                 pruner=pruner,
-                directions=list(config.directions),
+                directions=directions,
             )
-            project = config.path.parent if config.path is not None else Path.cwd()
-            study.set_user_attr(
-                PROVENANCE_ATTR, provenance(config.base_config, project_dir=project)
-            )
-        if study.metric_names is None:  # plots say val/episode_reward, not "Objective 0"
+            if on_create is not None:
+                on_create(study)
+        if metrics and study.metric_names is None:  # plots say val/sharpe, not "Objective 0"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.set_metric_names(list(config.metrics))
+                study.set_metric_names(list(metrics))
         return study
 
 

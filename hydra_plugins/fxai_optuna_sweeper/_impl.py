@@ -25,12 +25,14 @@ A sampled string reaches its job quoted when Hydra would read it otherwise (``'a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Mapping, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -59,9 +61,13 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
+from optuna.storages._heartbeat import get_heartbeat_thread  # what study.optimize beats with
 from optuna.trial import TrialState
 
-from hydra_plugins.fxai_optuna_sweeper._registry import TrialContext, publish, withdraw
+from hydra_plugins.fxai_optuna_sweeper._registry import (
+    publish_in_memory_study,
+    withdraw_in_memory_study,
+)
 
 __all__ = [
     "GRID_ERROR",
@@ -347,6 +353,43 @@ def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> A
 # -- the sweep -----------------------------------------------------------------------------------
 
 
+def seeded_per_trial(
+    sampler: optuna.samplers.BaseSampler, raw: Any
+) -> optuna.samplers.BaseSampler:
+    """A seeded sampler drawing trial N from ``(seed, N)``, as the CLI's: sweeps sharing a
+    study, or continuing one, never replay its trials (issue 12). The grid sampler (which
+    skips visited points) and QMC (one scrambled sequence for all) keep their seed.
+
+    Args:
+        sampler: The sampler built from ``raw``.
+        raw: Its config (``hydra.sweeper.sampler``, a DictConfig with ``_target_``).
+    """
+    from fxai_tune.tune import TrialSeededSampler
+
+    seed = raw.get("seed") if isinstance(raw, DictConfig) else None
+    if seed is None or isinstance(
+        sampler, optuna.samplers.GridSampler | optuna.samplers.QMCSampler
+    ):
+        return sampler
+    config = OmegaConf.to_container(raw, resolve=True)
+
+    def build(trial_seed: int) -> optuna.samplers.BaseSampler:
+        return instantiate({**config, "seed": trial_seed})
+
+    return TrialSeededSampler(build, int(seed))
+
+
+def build_sampler(raw: Any) -> optuna.samplers.BaseSampler | None:
+    """The sampler a job re-attached in another process samples ``search_space: NAME`` with:
+    the sweep's, built from its config the same way (`seeded_per_trial`)."""
+    if not isinstance(raw, DictConfig):
+        return None
+    sampler = instantiate(raw)
+    if not isinstance(sampler, optuna.samplers.BaseSampler):  # the grid sampler's partial
+        return None
+    return seeded_per_trial(sampler, raw)
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
@@ -417,6 +460,9 @@ class SweeperImpl:
         params: Any,
         custom_search_space: str | None,
         pruner: Any,
+        heartbeat_interval: int | None = 10,
+        grace_period: int | None = 30,
+        max_retry: int | None = 3,
     ) -> None:
         if not isinstance(n_trials, int) or n_trials < 1:
             raise ValueError(f"hydra.sweeper.n_trials must be an int >= 1, got {n_trials=}")
@@ -434,7 +480,11 @@ class SweeperImpl:
             except ValueError as error:
                 raise ValueError(f"hydra.sweeper.study_name: {error}") from None
         self.sampler_config = sampler
-        self.directions = self._directions(direction)
+        self.direction = direction
+        self.directions = self._directions(direction) if direction is not None else []
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.max_retry = max_retry
         self.storage_url = storage
         self.study_name = study_name
         self.n_trials = n_trials
@@ -447,6 +497,8 @@ class SweeperImpl:
         )
         self.pruner_config = pruner
         self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.preflight: Callable[[DictConfig], None] | None = None
         self.launcher: Any = None
         self.in_process = False
         self.sweep_dir = Path(".")
@@ -464,6 +516,19 @@ class SweeperImpl:
             )
         return [str(d) for d in names]
 
+    def _resolve_directions(self) -> list[str]:
+        """``hydra.sweeper.direction`` when given, else the app's ``objective.directions`` (so
+        a sweep of ``fxai_tune.train`` maximizes what the task maximizes), else ``minimize``
+        (hydra-optuna-sweeper's default, for apps without an ``objective`` block)."""
+        if self.direction is not None:
+            return self._directions(self.direction)
+        app = OmegaConf.select(self.config, "objective.directions", default=None)
+        if app is None:
+            return ["minimize"]
+        directions = self._directions(app)
+        log.info("hydra.sweeper.direction not given: %s, from objective.directions", directions)
+        return directions
+
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
@@ -471,6 +536,9 @@ class SweeperImpl:
 
         self.config = config
         _storage_by_reference(config)
+        self.hydra_context = hydra_context
+        # the task's pre-flight (fxai_tune.train's is `fxai_tune.hydra_app.preflight_sweep`)
+        self.preflight = getattr(task_function, "fxai_preflight", None)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
@@ -509,12 +577,6 @@ class SweeperImpl:
     def _job_search_space(self, space: SweepSpace) -> Any:
         if not isinstance(self.search_space, str):
             return None
-        if not self.in_process:
-            raise ValueError(
-                f"hydra.sweeper.search_space={self.search_space!r} is sampled inside each job, "
-                f"which needs jobs in the sweeper's process; the launcher "
-                f"{type(self.launcher).__name__} runs them elsewhere; valid: hydra/launcher=basic"
-            )
         from fxai_tune.tune import load_search_space
 
         loaded = load_search_space(self.search_space)
@@ -563,6 +625,24 @@ class SweeperImpl:
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(2) from None
 
+    def _run_preflight(self, space: SweepSpace) -> None:
+        """The task's ``fxai_preflight(cfg)`` on the config of its jobs before sampling (the
+        fixed overrides applied), before the study is opened: a config that every job would
+        fail on is one line and exit code 2, and the storage stays unchanged."""
+        if self.preflight is None or self.hydra_context is None:
+            return
+        try:
+            job = self.hydra_context.config_loader.load_sweep_config(
+                self.config, list(space.fixed.values())
+            )
+            with open_dict(job):
+                del job["hydra"]  # what the task gets (Hydra's run_job does the same)
+            self.preflight(job)
+        except (ValueError, HydraException) as error:
+            text = str(error).strip().splitlines()
+            print(f"error: {text[0] if text else type(error).__name__}", file=sys.stderr)
+            raise SystemExit(2) from None
+
     def _make_sampler(self, space: SweepSpace) -> optuna.samplers.BaseSampler:
         # Hydra instantiates the sweeper recursively: ``sampler`` arrives built (a partial for
         # the grid sampler, which needs the grid); a DictConfig only with ``_recursive_: false``
@@ -593,23 +673,8 @@ class SweeperImpl:
     def _seeded_per_trial(
         self, sampler: optuna.samplers.BaseSampler
     ) -> optuna.samplers.BaseSampler:
-        """A seeded sampler drawing trial N from ``(seed, N)``, as the CLI's: sweeps sharing a
-        study, or continuing one, never replay its trials (issue 12). The grid sampler (which
-        skips visited points) and QMC (one scrambled sequence for all) keep their seed."""
-        from fxai_tune.tune import TrialSeededSampler
-
         raw = OmegaConf.select(self.config, "hydra.sweeper.sampler") if self.config else None
-        seed = raw.get("seed") if isinstance(raw, DictConfig) else None
-        if seed is None or isinstance(
-            sampler, optuna.samplers.GridSampler | optuna.samplers.QMCSampler
-        ):
-            return sampler
-        config = OmegaConf.to_container(raw, resolve=True)
-
-        def build(trial_seed: int) -> optuna.samplers.BaseSampler:
-            return instantiate({**config, "seed": trial_seed})
-
-        return TrialSeededSampler(build, int(seed))
+        return seeded_per_trial(sampler, raw)
 
     def _make_pruner(self) -> optuna.pruners.BasePruner | None:
         pruner = self.pruner_config
@@ -623,19 +688,29 @@ class SweeperImpl:
         return pruner
 
     def _open_study(self, space: SweepSpace) -> optuna.Study:
-        storage: Any = None
+        """Create or load the study; with a storage, the way ``fxai-tune run`` does (under the
+        study lock, with the workers' heartbeat and stale-trial retry)."""
+        sampler, pruner = self._make_sampler(space), self._make_pruner()
         if self.storage_url:
-            from fxai_tune.tune import make_storage
+            from fxai_tune.tune import create_or_load_study
 
-            storage = make_storage(str(self.storage_url))
-        study = optuna.create_study(
-            study_name=self.study_name,
-            storage=storage,
-            sampler=self._make_sampler(space),
-            pruner=self._make_pruner(),
-            directions=self.directions,
-            load_if_exists=True,
-        )
+            metrics = OmegaConf.select(self.config, "objective.metrics", default=None)
+            study = create_or_load_study(
+                str(self.storage_url),
+                self.study_name,
+                directions=self.directions,
+                metrics=list(metrics) if metrics is not None else None,
+                sampler=sampler,
+                pruner=pruner,
+                heartbeat_interval=self.heartbeat_interval,
+                grace_period=self.grace_period,
+                max_retry=self.max_retry,
+            )
+        else:
+            study = optuna.create_study(
+                study_name=self.study_name, sampler=sampler, pruner=pruner,
+                directions=self.directions,
+            )
         existing = [d.name.lower() for d in study.directions]
         if existing != self.directions:
             raise ValueError(
@@ -651,27 +726,48 @@ class SweeperImpl:
         """Run trials until the study holds ``n_trials`` or too many jobs failed."""
         if self.config is None:
             raise RuntimeError("SweeperImpl.setup() must run before sweep()")
+        self._refuse_unreachable_study()
+        self.directions = self._resolve_directions()
         space = self._space(arguments)
         job_space = self._job_search_space(space)
         self._check_objective(space, job_space)
         self._check_strategy(space)
+        self._run_preflight(space)
         study = self._open_study(space)
         log.info("Study name: %s", study.study_name)
         log.info("Storage: %s", _mask(self.storage_url) if self.storage_url else "in memory")
         log.info("Sampler: %s, pruner: %s", study.sampler,
                  type(study.pruner).__name__)
         log.info("Directions: %s; trial cap of the study: %d", self.directions, self.n_trials)
-        if not self.in_process:
-            log.warning(
-                "launcher %s runs jobs outside this process: jobs cannot reach their trial, so "
-                "nothing is pruned", type(self.launcher).__name__,
+        if self.storage_url is None:
+            publish_in_memory_study(study)  # its jobs run here: they find it by name
+        try:
+            self._loop(study, space)
+        finally:
+            if self.storage_url is None:
+                withdraw_in_memory_study(study)
+
+    def _refuse_unreachable_study(self) -> None:
+        """A job re-attaches to its trial through the storage; one in memory is reachable
+        only from jobs in this process."""
+        if self.storage_url is None and not self.in_process:
+            print(
+                f"error: hydra.sweeper.storage=null keeps the study in this process, but "
+                f"launcher {type(self.launcher).__name__} runs jobs in others, which could not "
+                "reach their trial (no pruning, no user attributes); valid: "
+                "hydra.sweeper.storage=sqlite:///FILE.db (or another URL), or "
+                "hydra/launcher=basic",
+                file=sys.stderr,
             )
+            raise SystemExit(2)
+
+    def _loop(self, study: optuna.Study, space: SweepSpace) -> None:
         finished = failed = 0
         while True:
             trials = self._ask(study)
             if not trials:
                 break
-            outcomes = self._run_batch(study, trials, space, job_space)
+            outcomes = self._run_batch(study, trials, space)
             finished += len(outcomes)
             failures = [o.failure for o in outcomes if o.state == TrialState.FAIL]
             failed += len(failures)
@@ -691,20 +787,26 @@ class SweeperImpl:
         """Up to ``n_jobs`` new trials, never past the study-wide cap (checked under a lock)."""
         from contextlib import nullcontext
 
-        shared = bool(self.storage_url and self.study_name)
-        if shared:
-            from fxai_tune.tune import study_lock
+        from fxai_tune.tune import fail_stale_trials, study_lock
 
-            lock: Any = study_lock(str(self.storage_url), study.study_name)
-        else:
-            lock = nullcontext()
+        shared = bool(self.storage_url)
+        lock: Any = (
+            study_lock(str(self.storage_url), self.study_name or "") if shared else nullcontext()
+        )
         trials: list[optuna.Trial] = []
         with lock:
+            # as a worker does: a trial whose sweep or worker died (no heartbeat for
+            # grace_period) is failed and its retry queued, before the cap is checked
+            for number in fail_stale_trials(study):
+                log.warning("Trial %d: its process stopped beating; failed and retried", number)
             for _ in range(self.n_jobs):
                 counted, waiting = _count(study, shared=shared)
                 if waiting == 0 and counted >= self.n_trials:
                     break
-                trials.append(study.ask())
+                with warnings.catch_warnings():
+                    # the sweep beats for its trials itself (see _run_batch)
+                    warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                    trials.append(study.ask())
         return trials
 
     def _configure(
@@ -728,18 +830,20 @@ class SweeperImpl:
         study: optuna.Study,
         trials: list[optuna.Trial],
         space: SweepSpace,
-        job_space: Any,
     ) -> list[_Outcome]:
         trials = sorted(trials, key=lambda t: t.number)
         outcomes: dict[int, _Outcome] = {}
+        heartbeats = contextlib.ExitStack()
         try:
             overrides: list[list[str]] = []
+            # a job finds its trial by storage, study name and number (`attach_trial`)
+            named = [] if self.study_name else [f"hydra.sweeper.study_name={study.study_name}"]
             for trial in trials:
-                overrides.append(self._configure(trial, space))
-                publish(
-                    trial.number,
-                    TrialContext(trial, tuple(self.directions), search_space=job_space),
-                )
+                overrides.append(self._configure(trial, space) + named)
+            # each trial beats while its job runs, as under study.optimize: if this process
+            # dies, the next sweep or worker fails the trial and re-runs its parameters
+            for trial in trials:
+                heartbeats.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
             # job number = trial number: unique across sweep processes sharing the study
             for start, stop in _consecutive_runs([t.number for t in trials]):
                 batch = [(t, o) for t, o in zip(trials, overrides, strict=True)
@@ -754,8 +858,7 @@ class SweeperImpl:
                                  f"sweep interrupted: {_first_line(error)}")
             raise
         finally:
-            for trial in trials:
-                withdraw(trial.number)
+            heartbeats.close()
         return [outcomes[t.number] for t in trials]
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> _Outcome:

@@ -2,8 +2,9 @@
 
 The sweeper's keys are those of hydra-optuna-sweeper's ``OptunaSweeperConf`` (``sampler``,
 ``direction``, ``storage``, ``study_name``, ``n_trials``, ``n_jobs``, ``max_failure_rate``,
-``search_space``, ``params``, ``custom_search_space``) plus ``pruner``, so a config written for
-that plugin runs after ``override hydra/sweeper: optuna`` becomes ``fxai_optuna``. The sampler
+``search_space``, ``params``, ``custom_search_space``) plus ``pruner`` and a study file's
+heartbeat keys (``heartbeat_interval``, ``grace_period``, ``max_retry``), so a config written
+for that plugin runs after ``override hydra/sweeper: optuna`` becomes ``fxai_optuna``. The sampler
 and pruner groups mirror the Optuna 5 constructors (arguments that take Python objects other
 than samplers are left out)::
 
@@ -248,9 +249,10 @@ class FxaiOptunaSweeperConf:
 
     sampler: SamplerConfig = MISSING
     """Instantiable Optuna sampler; pick one with ``hydra/sweeper/sampler=NAME``."""
-    direction: Any = "minimize"
+    direction: Any = None
     """``minimize``/``maximize``, or a list of them for a multi-objective task (which returns
-    a list of floats)."""
+    a list of floats); None: the app's ``objective.directions`` (``fxai_tune.train``), else
+    ``minimize``."""
     storage: str | None = None
     """Storage URL (``sqlite:///x.db``, ``postgresql://...``, ``journal:///x.log``); None keeps
     the study in memory. With a password: ``${oc.env:FXAI_TUNE_STORAGE}`` (a literal one is
@@ -277,6 +279,15 @@ class FxaiOptunaSweeperConf:
     pruner: Any = None
     """Instantiable Optuna pruner (``hydra/sweeper/pruner=NAME``); None: Optuna's default
     MedianPruner. Pruning acts on tasks that report to `current_trial()`."""
+    # the three below have the defaults of a study file's keys (fxai_tune.tune.StudyConfig)
+    heartbeat_interval: int | None = 10
+    """Seconds between heartbeats of a running job's trial (storages with a heartbeat: RDB,
+    Redis, gRPC); None disables the heartbeat and the retry of stale trials."""
+    grace_period: int | None = 30
+    """Seconds without heartbeat after which a trial (its sweep process was killed) is failed
+    by the next sweep or worker of the study and re-run with its parameters."""
+    max_retry: int | None = 3
+    """Times a stale trial is re-run; None: without limit."""
 
 
 _STORE = ConfigStore.instance()

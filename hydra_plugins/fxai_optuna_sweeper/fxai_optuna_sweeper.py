@@ -37,6 +37,9 @@ class FxaiOptunaSweeper(Sweeper):
         params: DictConfig | None,
         custom_search_space: str | None,
         pruner: Any = None,
+        heartbeat_interval: int | None = 10,
+        grace_period: int | None = 30,
+        max_retry: int | None = 3,
     ) -> None:
         from hydra_plugins.fxai_optuna_sweeper._impl import SweeperImpl
 
@@ -52,6 +55,9 @@ class FxaiOptunaSweeper(Sweeper):
             params=params,
             custom_search_space=custom_search_space,
             pruner=pruner,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            max_retry=max_retry,
         )
 
     def setup(
