@@ -22,11 +22,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 # (test in tests/test_tune_faults.py, the fault, what the study does about it)
 FAULTS = [
-    ("test_worker_rides_out_a_database_outage_and_loses_nothing",
-     "PostgreSQL stopped for 10 s mid-trial (own server), then started again",
+    ("test_two_workers_ride_out_a_database_outage_and_lose_nothing",
+     "PostgreSQL stopped for 10 s while two workers are mid-trial (own server), then started "
+     "again",
      "storage calls retried with backoff within `outage_window` (study key, default 300 s); "
-     "the heartbeat thread survives; no stale-trial verdict for a grace period after the "
-     "outage; both trials complete, none left RUNNING"),
+     "training goes on (reports queued); the heartbeat threads survive; no stale-trial verdict "
+     "for a grace period after the outage; all 3 trials complete on both workers, cap exact, "
+     "none left RUNNING"),
     ("test_outage_past_the_window_stops_in_one_line_and_the_next_run_recovers",
      "PostgreSQL away longer than `outage_window`",
      "the worker stops with exit code 4 and one line naming host:port and what to do; the next "

@@ -272,25 +272,31 @@ def own_postgres():
 
 
 @pytest.mark.slow
-def test_worker_rides_out_a_database_outage_and_loses_nothing(tmp_path, own_postgres):
+def test_two_workers_ride_out_a_database_outage_and_lose_nothing(tmp_path, own_postgres):
     path = write_tiny_study(
-        tmp_path, "outage", storage=own_postgres.url, n_trials=2, total_timesteps=LONG,
+        tmp_path, "outage", storage=own_postgres.url, n_trials=3, total_timesteps=LONG,
         heartbeat_interval=1, grace_period=4, outage_window=60,
     )
     config = load_study_config(path)
     study = open_study(config)
-    worker = start_worker(path)
-    wait_for_sampled_trial(study)
+    workers = [start_worker(path, "--worker-index", str(i)) for i in range(2)]
+    deadline = time.monotonic() + 180
+    while len(wait_for_sampled_trial(study)) < 2:  # both workers are inside a trial
+        assert time.monotonic() < deadline, "the two workers never ran trials together"
+        time.sleep(0.2)
     time.sleep(2)
     own_postgres.stop()
     time.sleep(10)  # training goes on; storage calls retry
     own_postgres.start()
-    output = worker.communicate(timeout=600)[0]
-    assert worker.returncode == 0, output
-    assert "Traceback" not in output and "UnboundLocalError" not in output, output
+    outputs = [worker.communicate(timeout=600)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    for output in outputs:
+        assert "Traceback" not in output and "UnboundLocalError" not in output, output
     trials = study.get_trials()
     counts = count_trials(trials)
-    assert counts.complete == 2 and counts.finished == 2, output  # nothing lost, cap exact
+    assert counts.complete == 3 and counts.finished == 3, outputs  # nothing lost, cap exact
+    assert sorted(t.number for t in trials) == [0, 1, 2]
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
     assert not [t for t in trials if t.state == TrialState.RUNNING]
 
 
