@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -274,6 +275,18 @@ def preflight_sweep(cfg: DictConfig) -> None:
             first = lines[0] if lines else type(error).__name__
             raise PreflightError(f"{where}: {first}") from None
         check_config_builds(config, objective.spec(), where=where)
+
+
+def sweep_provenance(cfg: DictConfig) -> dict[str, Any]:
+    """What a sweep's study records on creation (the ``fxai_optuna`` sweeper calls it as the
+    task's ``fxai_provenance`` with its jobs' config): package versions, the git commit of the
+    working directory, the data files' hashes (`fxai_tune.tune._provenance.provenance`)."""
+    import tempfile
+
+    from fxai_tune.tune._provenance import provenance
+
+    with tempfile.TemporaryDirectory(prefix="fxai-provenance-") as run_dir:
+        return provenance(to_train_config(cfg, run_dir=run_dir), project_dir=Path.cwd())
 
 
 def _run_dir(cfg: DictConfig) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import hydra
 from omegaconf import DictConfig
 
-from fxai_tune.hydra_app import preflight_sweep, run_task
+from fxai_tune.hydra_app import preflight_sweep, run_task, sweep_provenance
 
 __all__ = ["main", "run_with_args"]
 
@@ -30,6 +30,8 @@ def _train(cfg: DictConfig) -> float | list[float]:
 
 # the fxai_optuna sweeper runs it once before the first trial (a bad config: exit 2, no trial)
 _train.fxai_preflight = preflight_sweep  # type: ignore[attr-defined]
+# and records, on the study it creates, what its trials depend on (as `fxai-tune run` does)
+_train.fxai_provenance = sweep_provenance  # type: ignore[attr-defined]
 main = hydra.main(config_path="conf", config_name="config", version_base="1.3")(_train)
 
 

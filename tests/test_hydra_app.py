@@ -264,6 +264,18 @@ def test_the_sweep_preflight_passes_a_config_that_builds(compose_config):
     preflight_sweep(compose_config(*TINY))
 
 
+def test_a_sweeps_provenance_names_the_packages_and_hashes_the_data_file(compose_config):
+    import hashlib
+
+    from fxai_tune.data import sample_path
+    from fxai_tune.hydra_app import sweep_provenance
+
+    record = sweep_provenance(compose_config(*TINY[3:]))  # the shipped sample data
+    assert record["packages"]["optuna"] == optuna.__version__
+    sample = Path(sample_path()).resolve()
+    assert record["data_files"] == {str(sample): hashlib.sha256(sample.read_bytes()).hexdigest()}
+
+
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [(["data=file", "data.source=/nonexistent/EURUSD.csv", "data.symbol=EURUSD"],

@@ -806,9 +806,22 @@ def test_a_failing_preflight_stops_the_sweep_before_any_trial(impl, tmp_path, ca
     assert not db.exists()  # refused before the study was opened
 
 
-def test_the_train_app_hands_the_sweeper_its_preflight():
+def test_the_train_app_hands_the_sweeper_its_preflight_and_provenance():
     from fxai_tune import train
-    from fxai_tune.hydra_app import preflight_sweep
+    from fxai_tune.hydra_app import preflight_sweep, sweep_provenance
 
-    # Hydra gives the sweeper the undecorated task function; the sweeper reads this attribute
+    # Hydra gives the sweeper the undecorated task function; the sweeper reads these attributes
     assert train._train.fxai_preflight is preflight_sweep
+    assert train._train.fxai_provenance is sweep_provenance
+
+
+def test_a_study_the_sweeper_creates_records_the_provenance_of_its_jobs_config(impl, tmp_path):
+    from types import SimpleNamespace
+
+    url = f"sqlite:///{tmp_path / 'prov.db'}"
+    sweeper = _sweeper(impl, tmp_path, storage=url, study_name="prov", n_trials=1)
+    sweeper.hydra_context = SimpleNamespace(config_loader=_JobConfigs())
+    sweeper.provenance_of = lambda cfg: {"overrides": list(cfg.overrides)}
+    sweeper.sweep(["x=interval(0, 1)", "y=3"])
+    study = optuna.load_study(study_name="prov", storage=url)
+    assert study.user_attrs["provenance"] == {"overrides": ["y=3"]}  # the jobs' fixed config

@@ -499,6 +499,8 @@ class SweeperImpl:
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.preflight: Callable[[DictConfig], None] | None = None
+        self.provenance_of: Callable[[DictConfig], dict[str, Any]] | None = None
+        self.job_config: DictConfig | None = None
         self.launcher: Any = None
         self.in_process = False
         self.sweep_dir = Path(".")
@@ -539,6 +541,8 @@ class SweeperImpl:
         self.hydra_context = hydra_context
         # the task's pre-flight (fxai_tune.train's is `fxai_tune.hydra_app.preflight_sweep`)
         self.preflight = getattr(task_function, "fxai_preflight", None)
+        # what a created study records of its jobs' packages, commit and data files
+        self.provenance_of = getattr(task_function, "fxai_provenance", None)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
@@ -629,7 +633,7 @@ class SweeperImpl:
         """The task's ``fxai_preflight(cfg)`` on the config of its jobs before sampling (the
         fixed overrides applied), before the study is opened: a config that every job would
         fail on is one line and exit code 2, and the storage stays unchanged."""
-        if self.preflight is None or self.hydra_context is None:
+        if self.hydra_context is None or (self.preflight is None and self.provenance_of is None):
             return
         try:
             job = self.hydra_context.config_loader.load_sweep_config(
@@ -637,7 +641,9 @@ class SweeperImpl:
             )
             with open_dict(job):
                 del job["hydra"]  # what the task gets (Hydra's run_job does the same)
-            self.preflight(job)
+            self.job_config = job
+            if self.preflight is not None:
+                self.preflight(job)
         except (ValueError, HydraException) as error:
             text = str(error).strip().splitlines()
             print(f"error: {text[0] if text else type(error).__name__}", file=sys.stderr)
@@ -687,6 +693,14 @@ class SweeperImpl:
             )
         return pruner
 
+    def _record_provenance(self, study: optuna.Study) -> None:
+        """A created study records the task's `fxai_provenance` of its jobs' config, as
+        ``fxai-tune run`` records its study file's (packages, git commit, data hashes)."""
+        if self.provenance_of is not None and self.job_config is not None:
+            from fxai_tune.tune._provenance import PROVENANCE_ATTR
+
+            study.set_user_attr(PROVENANCE_ATTR, self.provenance_of(self.job_config))
+
     def _open_study(self, space: SweepSpace) -> optuna.Study:
         """Create or load the study; with a storage, the way ``fxai-tune run`` does (under the
         study lock, with the workers' heartbeat and stale-trial retry)."""
@@ -705,6 +719,7 @@ class SweeperImpl:
                 heartbeat_interval=self.heartbeat_interval,
                 grace_period=self.grace_period,
                 max_retry=self.max_retry,
+                on_create=self._record_provenance,
             )
         else:
             study = optuna.create_study(
