@@ -180,7 +180,8 @@ BAD_STUDIES = [
     ),
     pytest.param(
         "pruner: {name: asha}",
-        ["pruner.name", "'asha'", "median, percentile, successive_halving, hyperband, none"],
+        ["pruner.name", "'asha'",
+         "median, percentile, successive_halving, hyperband, threshold, wilcoxon, none"],
         id="unknown-pruner",
     ),
     pytest.param(
@@ -343,8 +344,41 @@ def test_cmaes_is_rejected_for_several_objectives():
 
 @pytest.mark.parametrize("name", list(PRUNERS))
 def test_make_pruner_builds_every_pruner(name):
-    options = {"percentile": {"percentile": 25.0}}.get(name, {})
+    options = {"percentile": {"percentile": 25.0}, "threshold": {"lower": 0.0}}.get(name, {})
     assert isinstance(make_pruner(PrunerConfig(name, options)), PRUNERS[name])
+
+
+def test_hydra_optuna_sweepers_names_are_aliases_in_a_study_file(tmp_path):
+    assert isinstance(make_sampler(SamplerConfig("nsgaii", seed=0)).base,
+                      optuna.samplers.NSGAIISampler)
+    assert isinstance(make_pruner(PrunerConfig("nop")), optuna.pruners.NopPruner)
+    study = load_study_config(write_study(
+        tmp_path, MINIMAL + "sampler: {name: nsgaii}\npruner: {name: nop}\n"
+    ))
+    assert (study.sampler.name, study.pruner.name) == ("nsga2", "none")
+
+
+GRID = MINIMAL.replace(
+    "ppo.learning_rate: {type: float, low: 1.0e-4, high: 1.0e-3, log: true}",
+    "ppo.learning_rate: {type: categorical, choices: [1.0e-4, 3.0e-4, 1.0e-3]}",
+).replace("n_trials: 3", "n_trials: 10") + "sampler: {name: grid, seed: 0}\n"
+
+
+def test_a_grid_study_walks_its_grid_and_stops_at_its_size(tmp_path):
+    from fxai_tune.tune import open_study
+
+    config = load_study_config(write_study(tmp_path, GRID))
+    assert config.n_trials == 6  # 3 learning rates x 2 batch sizes, not the file's 10
+    study = open_study(config)
+    assert isinstance(study.sampler, optuna.samplers.GridSampler)
+    study.optimize(lambda trial: config.sample_config(trial) and 0.0, n_trials=6)
+    seen = {(t.params["ppo.learning_rate"], t.params["ppo.batch_size"]) for t in study.trials}
+    assert len(seen) == 6  # every grid point once
+
+
+def test_a_grid_study_over_a_continuous_param_is_refused_in_one_line(tmp_path):
+    message = study_error(tmp_path, MINIMAL + "sampler: {name: grid}\n")
+    assert "sampler.name" in message and "grid sampler needs discrete params" in message
 
 
 def test_none_pruner_takes_no_options():

@@ -81,7 +81,11 @@ def open_study(
         config.name,
         directions=list(config.directions),
         metrics=list(config.metrics),
-        sampler=make_sampler(config.sampler, n_objectives=len(config.directions)),
+        sampler=make_sampler(
+            config.sampler,
+            n_objectives=len(config.directions),
+            distributions=config.space.distributions(),
+        ),
         pruner=make_pruner(config.pruner),
         heartbeat_interval=config.heartbeat_interval,
         grace_period=config.grace_period,

@@ -87,6 +87,11 @@ __all__ = [
     "make_pruner",
     "study_data_dir",
     "make_sampler",
+    "PRUNER_ALIASES",
+    "SAMPLER_ALIASES",
+    "GRID_ERROR",
+    "grid_of",
+    "grid_values",
 ]
 
 SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
@@ -96,21 +101,31 @@ SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
     "gp": optuna.samplers.GPSampler,
     "qmc": optuna.samplers.QMCSampler,
     "nsga2": optuna.samplers.NSGAIISampler,
+    "grid": optuna.samplers.GridSampler,
 }
+"""The samplers of both front doors: a study file's ``sampler.name`` and the Hydra sweeper's
+``hydra/sweeper/sampler=NAME`` group (tests/test_hydra_sweeper.py checks they agree)."""
 PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "median": optuna.pruners.MedianPruner,
     "percentile": optuna.pruners.PercentilePruner,
     "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
     "hyperband": optuna.pruners.HyperbandPruner,
+    "threshold": optuna.pruners.ThresholdPruner,
+    "wilcoxon": optuna.pruners.WilcoxonPruner,
     "none": optuna.pruners.NopPruner,
 }
+"""The pruners of both front doors (``pruner.name``, ``hydra/sweeper/pruner=NAME``)."""
+# hydra-optuna-sweeper's group names, which configs migrating from it use: accepted in both
+SAMPLER_ALIASES = {"nsgaii": "nsga2"}
+PRUNER_ALIASES = {"nop": "none"}
+GRID_ERROR = "the grid sampler needs discrete params: choice(...) or range(...)"
 
 # Optional packages some samplers import lazily (at their first trial); checked up front.
 _SAMPLER_NEEDS = {"cmaes": ("cmaes",), "gp": ("scipy", "torch"), "qmc": ("scipy",)}
 # Samplers that handle a single objective only.
 _SINGLE_OBJECTIVE = ("cmaes",)
 # its seed scrambles one sequence that all workers walk through (Optuna's QMCSampler docs)
-_SAME_SEED_EVERYWHERE = ("qmc",)
+_SAME_SEED_EVERYWHERE = ("qmc", "grid")
 # Constructor arguments that take Python objects (callables, samplers, trials) are not options.
 _OBJECT_ARGUMENT = re.compile(r"Callable|Sampler|Base[A-Z]|FrozenTrial|Study")
 # a study name becomes a folder (artifacts/<name>) and a file name (<name>.db): no '..', no
@@ -173,7 +188,7 @@ class SamplerConfig:
     """Which Optuna sampler, seeded how, with which options."""
 
     name: str = "tpe"
-    """tpe, random, cmaes, gp, qmc or nsga2."""
+    """A name of `SAMPLERS` (tpe, random, cmaes, gp, qmc, nsga2, grid) or nsgaii (nsga2)."""
     seed: int | None = None
     """Sampler seed; None draws one. Trial N draws from ``(seed, N)`` (`make_sampler`)."""
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -185,7 +200,8 @@ class PrunerConfig:
     """Which Optuna pruner, with which options."""
 
     name: str = "median"
-    """median, percentile, successive_halving, hyperband or none."""
+    """A name of `PRUNERS` (median, percentile, successive_halving, hyperband, threshold,
+    wilcoxon, none) or nop (none)."""
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Keyword arguments of the Optuna pruner class (e.g. n_warmup_steps)."""
 
@@ -375,8 +391,43 @@ def _construct(cls: type, kwargs: dict[str, Any], key: str) -> Any:
         raise StudyError(f"{key}: {cls.__name__} rejects {kwargs!r}: {message}") from None
 
 
+def grid_values(name: str, distribution: optuna.distributions.BaseDistribution) -> list[Any]:
+    """The grid points of a discrete distribution (for `optuna.samplers.GridSampler`).
+
+    Raises:
+        StudyError: ``distribution`` is continuous (no grid).
+    """
+    from decimal import Decimal
+
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    if isinstance(distribution, CategoricalDistribution):
+        return list(distribution.choices)
+    if isinstance(distribution, IntDistribution) and not distribution.log:
+        return list(range(distribution.low, distribution.high + 1, distribution.step))
+    if isinstance(distribution, FloatDistribution) and distribution.step is not None:
+        count = round((distribution.high - distribution.low) / distribution.step) + 1
+        low, step = Decimal(str(distribution.low)), Decimal(str(distribution.step))
+        return [float(low + k * step) for k in range(count)]
+    raise StudyError(f"{name}: {GRID_ERROR}, got {distribution}")
+
+
+def grid_of(
+    distributions: Mapping[str, optuna.distributions.BaseDistribution],
+) -> dict[str, list[Any]]:
+    """The grid sampler's search space: every parameter's grid points (`grid_values`)."""
+    return {name: grid_values(name, dist) for name, dist in distributions.items()}
+
+
 def make_sampler(
-    config: SamplerConfig, *, n_objectives: int = 1
+    config: SamplerConfig,
+    *,
+    n_objectives: int = 1,
+    distributions: Mapping[str, optuna.distributions.BaseDistribution] | None = None,
 ) -> optuna.samplers.BaseSampler:
     """Build the Optuna sampler of ``config``.
 
@@ -386,8 +437,9 @@ def make_sampler(
     is (every process must scramble its sequence alike; the sequence index is in the study).
 
     Args:
-        config: Sampler name, seed and options.
+        config: Sampler name (or its hydra-optuna-sweeper alias), seed and options.
         n_objectives: Objectives of the study (cmaes handles one only).
+        distributions: The search space; the grid sampler's grid is built from it.
 
     Raises:
         StudyError: Unknown name or option, a missing optional package, bad option values.
@@ -396,10 +448,12 @@ def make_sampler(
         >>> make_sampler(SamplerConfig("tpe", seed=0, options={"n_startup_trials": 5}))
         <optuna.samplers._tpe.sampler.TPESampler object at ...>
     """
-    if config.name not in SAMPLERS:
+    name = SAMPLER_ALIASES.get(config.name, config.name)
+    if name not in SAMPLERS:
         raise StudyError(
             f"sampler.name: unknown sampler {config.name!r}; valid: {', '.join(SAMPLERS)}"
         )
+    config = dataclasses.replace(config, name=name)
     if n_objectives > 1 and config.name in _SINGLE_OBJECTIVE:
         valid = ", ".join(n for n in SAMPLERS if n not in _SINGLE_OBJECTIVE)
         raise StudyError(
@@ -415,7 +469,11 @@ def make_sampler(
             f"{', '.join(n for n in SAMPLERS if n not in _SAMPLER_NEEDS)}"
         )
     cls = SAMPLERS[config.name]
-    kwargs = _options(cls, config.options, "sampler.options", reserved=("seed",))
+    kwargs = _options(
+        cls, config.options, "sampler.options", reserved=("seed", "search_space")
+    )
+    if config.name == "grid":
+        kwargs["search_space"] = grid_of(distributions or {})
     if config.seed is None:
         return _construct(cls, kwargs, "sampler.options")
     if config.name in _SAME_SEED_EVERYWHERE:
@@ -436,10 +494,12 @@ def make_pruner(config: PrunerConfig) -> optuna.pruners.BasePruner:
         >>> make_pruner(PrunerConfig("median", {"n_warmup_steps": 1}))
         <optuna.pruners._median.MedianPruner object at ...>
     """
-    if config.name not in PRUNERS:
+    name = PRUNER_ALIASES.get(config.name, config.name)
+    if name not in PRUNERS:
         raise StudyError(
             f"pruner.name: unknown pruner {config.name!r}; valid: {', '.join(PRUNERS)}"
         )
+    config = dataclasses.replace(config, name=name)
     cls = PRUNERS[config.name]
     if config.name == "none":
         if config.options:
@@ -536,7 +596,9 @@ class _StudyParser:
         directions = self.directions(data)
         objective = self.objective(data.get("objective"), directions)
         sampler = self.sampler(data.get("sampler"))
+        sampler.name = SAMPLER_ALIASES.get(sampler.name, sampler.name)
         pruner = self.pruner(data.get("pruner"))
+        pruner.name = PRUNER_ALIASES.get(pruner.name, pruner.name)
         if len(directions) > 1 and pruner.name != "none":
             raise self.fail(
                 "pruner.name", f"Optuna cannot prune multi-objective studies, got "
@@ -599,6 +661,12 @@ class _StudyParser:
             check_unshaped_objective(objective, space.paths)
         except ValueError as error:
             raise self.fail("objective.metrics", str(error)) from None
+        if sampler.name == "grid":  # its grid, and no more trials than it has points
+            try:
+                size = math.prod(len(v) for v in grid_of(space.distributions()).values())
+            except StudyError as error:
+                raise self.fail("sampler.name", str(error)) from None
+            n_trials = size if n_trials is None else min(n_trials, size)
         budget_paths = [o.split("=")[0] for o in budget]
         clash = [p for p in space.paths if p in budget_paths]
         if clash:

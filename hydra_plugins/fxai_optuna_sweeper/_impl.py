@@ -70,22 +70,18 @@ from hydra_plugins.fxai_optuna_sweeper._registry import (
 )
 
 __all__ = [
-    "GRID_ERROR",
     "SweepSpace",
     "SweeperImpl",
     "distribution_from_override",
     "distributions_from_legacy",
     "format_value",
-    "grid_values",
     "motpe_removed",
     "parse_sweep_space",
 ]
 
 log = logging.getLogger(__name__)
 
-DIRECTIONS = ("minimize", "maximize")
 RESULTS_FILE = "optimization_results.yaml"
-GRID_ERROR = "the grid sampler needs discrete params: choice(...) or range(...)"
 _SCALARS = (str, int, float, bool)
 
 
@@ -320,19 +316,6 @@ def distributions_from_legacy(search_space: Mapping[str, Any]) -> dict[str, Base
     return result
 
 
-def grid_values(name: str, distribution: BaseDistribution) -> list[Any]:
-    """The grid points of a discrete distribution (for `optuna.samplers.GridSampler`)."""
-    if isinstance(distribution, CategoricalDistribution):
-        return list(distribution.choices)
-    if isinstance(distribution, IntDistribution) and not distribution.log:
-        return list(range(distribution.low, distribution.high + 1, distribution.step))
-    if isinstance(distribution, FloatDistribution) and distribution.step is not None:
-        count = round((distribution.high - distribution.low) / distribution.step) + 1
-        low, step = Decimal(str(distribution.low)), Decimal(str(distribution.step))
-        return [float(low + k * step) for k in range(count)]
-    raise ValueError(f"{name}: {GRID_ERROR}, got {distribution}")
-
-
 def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:
     """``trial.suggest_*`` for one distribution."""
     if isinstance(distribution, CategoricalDistribution):
@@ -510,6 +493,8 @@ class SweeperImpl:
         raw = list(direction) if isinstance(direction, (MutableSequence, ListConfig)) else [
             direction
         ]
+        from fxai_tune.tune._scoring import DIRECTIONS  # the CLI's, one list for both
+
         names = [getattr(d, "name", d) for d in raw]  # hydra-optuna's Direction enum too
         if not names or any(d not in DIRECTIONS for d in names):
             raise ValueError(
@@ -659,10 +644,12 @@ class SweeperImpl:
             log.info("Instantiating sampler <%s>", sampler.get("_target_"))
             sampler = instantiate(sampler)
         if isinstance(sampler, functools.partial) and sampler.func is optuna.samplers.GridSampler:
+            from fxai_tune.tune._study import GRID_ERROR, grid_of  # the CLI's grid
+
             if self.custom_search_space is not None or isinstance(self.search_space, str):
                 raise ValueError(f"{GRID_ERROR}; custom_search_space and search_space: NAME "
                                  "cannot be used with it")
-            grid = {name: grid_values(name, dist) for name, dist in space.distributions.items()}
+            grid = grid_of(space.distributions)
             size = math.prod(len(values) for values in grid.values())
             if size < self.n_trials:
                 log.info("Grid of %d points: n_trials %d -> %d", size, self.n_trials, size)

@@ -8,8 +8,12 @@ for that plugin runs after ``override hydra/sweeper: optuna`` becomes ``fxai_opt
 and pruner groups mirror the Optuna 5 constructors (arguments that take Python objects other
 than samplers are left out)::
 
-    hydra/sweeper/sampler=tpe|random|grid|cmaes|nsgaii|gp|qmc   (default tpe)
-    hydra/sweeper/pruner=median|percentile|successive_halving|hyperband|threshold|wilcoxon|nop
+    hydra/sweeper/sampler=tpe|random|grid|cmaes|nsga2|gp|qmc   (default tpe; nsgaii = nsga2)
+    hydra/sweeper/pruner=median|percentile|successive_halving|hyperband|threshold|wilcoxon|none
+                                                                        (nop = none)
+
+The names are those of ``fxai_tune.tune.SAMPLERS`` and ``PRUNERS``, which a study file's
+``sampler.name`` / ``pruner.name`` take (one registry; a test checks they agree).
 """
 
 # No ``from __future__ import annotations`` here: Hydra's plugin scanner executes this module
@@ -299,6 +303,7 @@ for _name, _node in {
     "grid": GridSamplerConfig,
     "cmaes": CmaEsSamplerConfig,
     "nsgaii": NSGAIISamplerConfig,
+    "nsga2": NSGAIISamplerConfig,  # the study files' name (fxai_tune.tune.SAMPLERS)
     "gp": GPSamplerConfig,
     "qmc": QMCSamplerConfig,
     "motpe": MOTPESamplerConfig,
@@ -313,6 +318,7 @@ for _name, _node in {
     "threshold": ThresholdPrunerConfig,
     "wilcoxon": WilcoxonPrunerConfig,
     "nop": NopPrunerConfig,
+    "none": NopPrunerConfig,  # the study files' name (fxai_tune.tune.PRUNERS)
 }.items():
     _STORE.store(group="hydra/sweeper/pruner", name=_name, node=_node,
                  provider="fxai_optuna_sweeper")
