@@ -484,17 +484,24 @@ def test_a_hydra_optuna_sweeper_config_runs_with_only_the_sweeper_name_changed(
     assert len(_job_configs(tmp_path / "sweep")) == 6
 
 
-@pytest.mark.slow
-def test_concurrent_sweeps_on_postgresql_stop_at_exactly_n_trials(toy, tmp_path):
-    try:
-        from fxai_tune.tune import normalize_storage_url
+def _require_postgres() -> str:
+    """The test PostgreSQL's storage URL; skip when it is not reachable, unless CI named it
+    (then fail)."""
+    from fxai_tune.tune import normalize_storage_url
 
-        storage = normalize_storage_url(POSTGRES_URL)
+    storage = normalize_storage_url(POSTGRES_URL)
+    try:
         optuna.storages.RDBStorage(storage)
     except Exception as error:  # noqa: BLE001 - any connection problem
         if "FXAI_TEST_POSTGRES_URL" in os.environ:
             raise
         pytest.skip(f"PostgreSQL not reachable: {error}")
+    return storage
+
+
+@pytest.mark.slow
+def test_concurrent_sweeps_on_postgresql_stop_at_exactly_n_trials(toy, tmp_path):
+    storage = _require_postgres()
     name = unique_name("hydra_cap")
     common = (*SWEEPER, "hydra.sweeper.n_trials=10", "hydra.sweeper.n_jobs=2",
               "hydra.sweeper.direction=maximize",
@@ -565,15 +572,8 @@ def test_a_storage_password_is_kept_out_of_the_job_configs_by_reference(impl, mo
 def test_a_storage_password_never_lands_in_the_files_hydra_writes(toy, tmp_path):
     from sqlalchemy.engine import make_url
 
-    from fxai_tune.tune import normalize_storage_url
-
-    try:  # the test server trusts local connections: any password is accepted
-        storage = normalize_storage_url(POSTGRES_URL)
-        optuna.storages.RDBStorage(storage)
-    except Exception as error:  # noqa: BLE001 - any connection problem
-        if "FXAI_TEST_POSTGRES_URL" in os.environ:
-            raise
-        pytest.skip(f"PostgreSQL not reachable: {error}")
+    storage = _require_postgres()
+    # the test server trusts local connections: any password is accepted
     url = make_url(POSTGRES_URL).set(password=SECRET).render_as_string(hide_password=False)
     name = unique_name("hydra_secret")
     try:
