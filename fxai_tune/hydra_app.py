@@ -333,7 +333,14 @@ def run_task(cfg: DictConfig) -> float | list[float]:
     from hydra.types import RunMode
 
     from fxai_tune.rl import config_to_dict, final_report
-    from fxai_tune.tune import score_trial
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from fxai_tune.tune import (
+        artifact_upload,
+        check_finite_objective,
+        recording_outcome,
+        score_trial,
+    )
 
     objective: ObjectiveConfig = _section(cfg, "objective", ObjectiveConfig)
     callbacks: CallbacksConfig = _section(cfg, "callbacks", CallbacksConfig)
@@ -360,16 +367,24 @@ def run_task(cfg: DictConfig) -> float | list[float]:
 
     spec = objective.spec()
     runs: list[Any] = []
-    result = score_trial(
-        trial,
-        config,
-        spec,
-        seeds_per_trial=objective.seeds_per_trial,
-        prune=callbacks.pruning,
-        train_kwargs={"loggers": logger.enabled, "checkpointing": callbacks.checkpointing},
-        extra_callbacks=_extra_callbacks(callbacks),
-        on_run=runs.append,
-    )
+    upload = None
+    if context is not None and context.artifact_dir is not None:
+        Path(context.artifact_dir).mkdir(parents=True, exist_ok=True)
+        upload = artifact_upload(FileSystemArtifactStore(context.artifact_dir), trial)
+    with recording_outcome(trial):  # wall_time_s, fail_reason: as `fxai-tune run` records
+        result = score_trial(
+            trial,
+            config,
+            spec,
+            seeds_per_trial=objective.seeds_per_trial,
+            prune=callbacks.pruning,
+            train_kwargs={"loggers": logger.enabled, "checkpointing": callbacks.checkpointing},
+            extra_callbacks=_extra_callbacks(callbacks),
+            upload=upload,
+            on_run=runs.append,
+        )
+        if trial is not None:
+            check_finite_objective(objective.metrics, result)
     if report:
         table = final_report(runs[-1])
         log.info("Test-split report (%s): %s", runs[-1].run_dir, table)

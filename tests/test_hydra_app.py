@@ -253,6 +253,16 @@ def test_a_pruning_sweep_of_the_ppo_app_leaves_pruned_trials(tmp_path):
         assert config["run_dir"] == str(tmp_path / "sweep" / str(trial.number))
     results = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
     assert results["trials"] == {"complete": 0, "pruned": 2, "fail": 0}
+    # what `fxai-tune run` records, through the same code: wall time, the pruned trial's
+    # equity curve as an artifact (default store: <sweep dir>/artifacts; logger=none here, so
+    # no metrics CSV)
+    for trial in study.trials:
+        assert trial.user_attrs["wall_time_s"] > 0
+        metas = optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)
+        names = sorted(Path(m.filename).suffix for m in metas)
+        assert ".png" in names, names
+        for meta in metas:
+            assert (tmp_path / "sweep" / "artifacts" / meta.artifact_id).is_file()
 
 
 # -- the sweep's pre-flight ----------------------------------------------------------------------

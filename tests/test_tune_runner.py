@@ -7,6 +7,7 @@ import sys
 
 import gymnasium as gym
 import numpy as np
+import optuna
 import pytest
 from _tune_fixtures import write_tiny_study
 from optuna.artifacts import get_all_artifact_meta
@@ -207,3 +208,20 @@ def test_timeout_only_study_runs_trials_until_its_timeout(tmp_path):
     study = open_study(load_study_config(path))
     states = [t.state for t in study.trials]
     assert states and set(states) == {TrialState.COMPLETE}, states  # started within 3 s
+
+
+def test_both_front_doors_record_a_trials_wall_time_and_failure_reason():
+    from fxai_tune.tune import check_finite_objective, recording_outcome
+
+    study = optuna.create_study()
+    trial = study.ask()
+    with pytest.raises(FloatingPointError), recording_outcome(trial):
+        check_finite_objective(["val/sharpe"], [float("nan")])
+    assert trial.user_attrs["fail_reason"] == "NaN/inf: objective val/sharpe = nan"
+    assert trial.user_attrs["wall_time_s"] >= 0
+    pruned = study.ask()
+    with pytest.raises(optuna.TrialPruned), recording_outcome(pruned):
+        raise optuna.TrialPruned
+    assert "fail_reason" not in pruned.user_attrs and "wall_time_s" in pruned.user_attrs
+    with recording_outcome(None):  # a plain Hydra run has no trial: nothing recorded
+        check_finite_objective(["val/sharpe"], [1.0])

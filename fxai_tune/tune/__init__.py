@@ -17,7 +17,13 @@ from fxai_tune.tune._launch import (
     python_command,
     watch,
 )
-from fxai_tune.tune._objective import TrialObjective, describe_failure
+from fxai_tune.tune._objective import (
+    TrialObjective,
+    artifact_upload,
+    check_finite_objective,
+    describe_failure,
+    recording_outcome,
+)
 from fxai_tune.tune._preflight import (
     PreflightError,
     check_config_builds,
@@ -100,6 +106,9 @@ __all__ = [
     "create_or_load_study",
     "decode_returns",
     "describe_failure",
+    "artifact_upload",
+    "check_finite_objective",
+    "recording_outcome",
     "encode_returns",
     "export_best_config",
     "fail_stale_trials",

@@ -1,12 +1,17 @@
 """The `fxai-tune run` objective: sample a config and score it (`score_trial`, shared with
-the Hydra sweeper), recording its config, failure reason and wall time."""
+the Hydra sweeper), recording its config, failure reason and wall time.
+
+`recording_outcome`, `check_finite_objective` and `artifact_upload` are what both front doors
+(this objective and `fxai_tune.hydra_app.run_task`) wrap around `score_trial`."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +24,13 @@ from fxai_tune.tune._ranks import spawns_ranks
 from fxai_tune.tune._scoring import score_trial
 from fxai_tune.tune._study import StudyConfig
 
-__all__ = ["TrialObjective", "describe_failure"]
+__all__ = [
+    "TrialObjective",
+    "artifact_upload",
+    "check_finite_objective",
+    "describe_failure",
+    "recording_outcome",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +49,47 @@ def describe_failure(error: BaseException) -> str:
     if isinstance(error, OSError) and error.filename is not None:
         return f"cannot write artifact {error.filename}: {error.strerror or text}"
     return f"{type(error).__name__}: {text}"
+
+
+@contextlib.contextmanager
+def recording_outcome(trial: optuna.Trial | None) -> Iterator[None]:
+    """Record on ``trial`` what every scored trial records, whichever front door runs it:
+    ``wall_time_s`` always, ``fail_reason`` when it fails (and ``interrupted`` on Ctrl-C,
+    whose parameters `run_worker` queues again). No trial (a plain Hydra run): nothing."""
+    started = time.perf_counter()
+    try:
+        yield
+    except optuna.TrialPruned:
+        raise
+    except (Exception, KeyboardInterrupt) as error:
+        if trial is not None:
+            if isinstance(error, KeyboardInterrupt):
+                trial.set_user_attr("interrupted", True)
+            trial.set_user_attr("fail_reason", describe_failure(error))
+        raise
+    finally:
+        if trial is not None:
+            trial.set_user_attr("wall_time_s", time.perf_counter() - started)
+
+
+def check_finite_objective(metrics: Sequence[str], values: Sequence[float]) -> None:
+    """Refuse a non-finite objective value: Optuna would record FAIL without a reason.
+
+    Raises:
+        FloatingPointError: Naming the first non-finite metric and its value.
+    """
+    bad = [(m, v) for m, v in zip(metrics, values, strict=True) if not math.isfinite(v)]
+    if bad:
+        raise FloatingPointError(f"objective {bad[0][0]} = {bad[0][1]}")
+
+
+def artifact_upload(
+    store: FileSystemArtifactStore, trial: optuna.Trial
+) -> Callable[[Path], str]:
+    """`score_trial`'s ``upload``: one file of ``trial`` into ``store`` (its artifact id)."""
+    return lambda path: upload_artifact(
+        artifact_store=store, file_path=str(path), study_or_trial=trial
+    )
 
 
 class TrialObjective:
@@ -78,8 +130,7 @@ class TrialObjective:
         return dataclasses.replace(config, trainer=trainer, run_dir=str(run_dir))
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
-        started = time.perf_counter()
-        try:
+        with recording_outcome(trial):
             config = self.trial_config(trial)
             trial.set_user_attr("config", config_to_dict(config))
             objective = score_trial(
@@ -87,25 +138,7 @@ class TrialObjective:
                 config,
                 self.study.objective,
                 seeds_per_trial=self.study.seeds_per_trial,
-                upload=lambda path: upload_artifact(
-                    artifact_store=self.artifact_store, file_path=str(path),
-                    study_or_trial=trial,
-                ),
+                upload=artifact_upload(self.artifact_store, trial),
             )
-        except optuna.TrialPruned:
-            trial.set_user_attr("wall_time_s", time.perf_counter() - started)
-            raise
-        except (Exception, KeyboardInterrupt) as error:
-            if isinstance(error, KeyboardInterrupt):  # `run_worker` queues its parameters again
-                trial.set_user_attr("interrupted", True)
-            trial.set_user_attr("fail_reason", describe_failure(error))
-            trial.set_user_attr("wall_time_s", time.perf_counter() - started)
-            raise
-        trial.set_user_attr("wall_time_s", time.perf_counter() - started)
-        bad = [(m, v) for m, v in zip(self.study.metrics, objective) if not math.isfinite(v)]
-        if bad:
-            # Optuna would record FAIL without a reason; say which metric (issue 11)
-            reason = f"NaN/inf: objective {bad[0][0]} = {bad[0][1]}"
-            trial.set_user_attr("fail_reason", reason)
-            raise FloatingPointError(reason)
+            check_finite_objective(self.study.metrics, objective)
         return objective if self.multi_objective else objective[0]

@@ -55,6 +55,10 @@ class TrialContext:
     search_space: Any = None
     """A `fxai_tune.tune.SearchSpace` that the job samples into its config (the sweeper's
     ``search_space: NAME``), or None."""
+    artifact_dir: str | None = None
+    """Directory of the trials' artifacts (``hydra.sweeper.artifact_dir``, by default
+    ``<hydra.sweep.dir>/artifacts``): the job uploads its equity curve, metrics and checkpoint
+    there, as ``fxai-tune run`` does into the study's ``artifact_dir``."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form values for the task (unused by the sweeper)."""
 
@@ -137,10 +141,14 @@ def attach_trial(hydra_config: DictConfig) -> TrialContext | None:
         search_space = load_search_space(search_space)
     else:
         search_space = None
+    from pathlib import Path
+
+    artifact_dir = sweeper.get("artifact_dir") or Path(str(hydra_config.sweep.dir)) / "artifacts"
     context = TrialContext(
         trial=optuna.Trial(study, trial_id),
         directions=tuple(d.name.lower() for d in study.directions),
         search_space=search_space,
+        artifact_dir=str(Path(artifact_dir).expanduser().resolve()),
     )
     with _LOCK:
         _ATTACHED[key] = context

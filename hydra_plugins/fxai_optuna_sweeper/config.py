@@ -283,6 +283,10 @@ class FxaiOptunaSweeperConf:
     pruner: Any = None
     """Instantiable Optuna pruner (``hydra/sweeper/pruner=NAME``); None: Optuna's default
     MedianPruner. Pruning acts on tasks that report to `current_trial()`."""
+    artifact_dir: str | None = None
+    """Where jobs store their trials' artifacts (Optuna's FileSystemArtifactStore: equity
+    curve, metrics CSV, checkpoint), as a study file's ``artifact_dir``; None:
+    ``<hydra.sweep.dir>/artifacts``. Jobs on other hosts need a shared path."""
     # the three below have the defaults of a study file's keys (fxai_tune.tune.StudyConfig)
     heartbeat_interval: int | None = 10
     """Seconds between heartbeats of a running job's trial (storages with a heartbeat: RDB,

@@ -40,7 +40,9 @@ class FxaiOptunaSweeper(Sweeper):
         heartbeat_interval: int | None = 10,
         grace_period: int | None = 30,
         max_retry: int | None = 3,
+        artifact_dir: str | None = None,  # read by the jobs (`TrialContext.artifact_dir`)
     ) -> None:
+        del artifact_dir  # the sweeper itself stores nothing there
         from hydra_plugins.fxai_optuna_sweeper._impl import SweeperImpl
 
         self.impl = SweeperImpl(
