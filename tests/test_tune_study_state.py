@@ -83,6 +83,34 @@ def test_created_study_records_provenance_shown_by_status_json(tmp_path):
     assert open_study(load_study_config(path)).user_attrs["provenance"] == record
 
 
+def test_the_commit_is_read_without_git_from_packed_refs_worktrees_and_detached_heads(
+    tmp_path,
+):
+    from fxai_tune.tune._provenance import git_commit
+
+    repo = tmp_path / "repo"
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+
+    def run(*args: str) -> str:
+        return subprocess.run([*git, *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    repo.mkdir()
+    run("init", "-q")
+    assert git_commit(repo) is None  # a branch without a commit yet
+    run("commit", "-q", "--allow-empty", "-m", "one")
+    first = run("rev-parse", "HEAD")
+    (repo / "sub").mkdir()
+    assert git_commit(repo / "sub") == first  # loose ref, from a folder inside
+    run("pack-refs", "--all")
+    assert git_commit(repo) == first  # packed-refs
+    run("worktree", "add", "-q", "-b", "side", str(tmp_path / "side"))
+    run("-C", str(tmp_path / "side"), "commit", "-q", "--allow-empty", "-m", "two")
+    assert git_commit(tmp_path / "side") == run("rev-parse", "side") != first  # worktree
+    run("checkout", "-q", "--detach", first)
+    assert git_commit(repo) == first  # detached HEAD
+
+
 def test_provenance_outside_a_git_checkout_has_no_commit(tmp_path):
     from fxai_tune.tune._provenance import git_commit
 

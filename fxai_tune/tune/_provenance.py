@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import subprocess
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +32,53 @@ def _version(distribution: str) -> str | None:
         return None
 
 
+_COMMIT = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")  # SHA-1 or SHA-256 object name
+
+
 def git_commit(directory: Path) -> str | None:
     """The commit checked out in the git work tree holding ``directory``, or None.
 
-    Read-only (``git rev-parse``); None when git is missing, ``directory`` is not in a work
-    tree, or the call fails for any other reason.
+    Read from the repository's files (``HEAD``, loose refs, ``packed-refs``; worktrees
+    followed through their ``.git`` file and ``commondir``), never by starting ``git``: a
+    worker holding gRPC channels must not fork (grpcio's poller breaks in the forked child,
+    grpc/grpc#43055). None when ``directory`` is not in a work tree, the branch has no commit
+    yet, or a file cannot be read.
     """
     try:
-        result = subprocess.run(
-            ["git", "-C", str(directory), "rev-parse", "--verify", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
+        start = Path(directory).resolve()
+        for folder in (start, *start.parents):
+            dot_git = folder / ".git"
+            if dot_git.is_dir():
+                return _head_commit(dot_git)
+            if dot_git.is_file():  # a linked worktree or a submodule: "gitdir: PATH"
+                text = dot_git.read_text().strip()
+                if not text.startswith("gitdir:"):
+                    return None
+                return _head_commit((folder / text.split(":", 1)[1].strip()).resolve())
+    except (OSError, UnicodeDecodeError):
         return None
-    commit = result.stdout.strip()
-    return commit if result.returncode == 0 and commit else None
+    return None
+
+
+def _head_commit(git_dir: Path) -> str | None:
+    """What ``HEAD`` of ``git_dir`` points at: a detached commit or a branch's commit."""
+    head = (git_dir / "HEAD").read_text().strip()
+    if not head.startswith("ref:"):
+        return head if _COMMIT.fullmatch(head) else None
+    ref = head.split(":", 1)[1].strip()
+    common = git_dir  # a linked worktree keeps its branches in the main repository
+    if (git_dir / "commondir").is_file():
+        common = (git_dir / (git_dir / "commondir").read_text().strip()).resolve()
+    for base in (git_dir, common):
+        if (base / ref).is_file():
+            value = (base / ref).read_text().strip()
+            return value if _COMMIT.fullmatch(value) else None
+    if (common / "packed-refs").is_file():
+        for line in (common / "packed-refs").read_text().splitlines():
+            name = line.split(" ", 1)
+            if len(name) == 2 and name[1] == ref and _COMMIT.fullmatch(name[0]):
+                return name[0]
+    return None  # a branch without a commit yet
 
 
 def data_files(config: TrainConfig) -> list[Path]:
